@@ -1,0 +1,48 @@
+# crdgo — make run trains/benchmarks on embedded defaults, make test is what CI runs.
+# Both install what a fresh Debian machine lacks (Debian packages via apt-get) first.
+
+GO      ?= go
+BIN     := bin/crdgo
+PKGS    := ./...
+# Debian packages: OpenBLAS for the cgo GEMM (the pthread flavour, so PyTorch's
+# libblas.so.3 is OpenBLAS too), PyTorch/NumPy/SciPy for the reference checks.
+DEB     := libopenblas-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy
+PY      := /usr/bin/python3
+
+.PHONY: all run test deps build vet unit race nocgo bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/crdgo
+
+run: build
+	$(BIN) bench engine
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+# Packages with goroutines of their own run again under the race detector.
+race:
+	$(GO) test -race -count=1 -timeout 30m ./crd/tensor/...
+
+# The pure-Go path must keep working without cgo.
+nocgo:
+	CGO_ENABLED=0 $(GO) build ./...
+	CGO_ENABLED=0 $(GO) test -count=1 -timeout 30m ./crd/tensor/... ./crd/nn/...
+
+test: deps vet unit race nocgo
+
+clean:
+	rm -rf bin
