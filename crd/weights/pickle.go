@@ -650,6 +650,9 @@ func global(mod, name string) (pyGlobal, error) {
 		if _, ok := storageTypes[name]; ok {
 			return pyGlobal{mod, name}, nil
 		}
+		if strings.HasSuffix(name, "Storage") {
+			return pyGlobal{}, fmt.Errorf("storage type %s.%s is not supported", mod, name)
+		}
 	}
 	if !allowedGlobals[mod+"."+name] {
 		return pyGlobal{}, fmt.Errorf("global %s.%s is not allowed in a state dict (a pickled module or object rather than a state_dict?)", mod, name)
