@@ -9,6 +9,8 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks that print crdgo beside its baseline (PyTorch, raw TCP) in one run",
 	}
-	cmd.AddCommand()
+	cmd.AddCommand(
+		newBenchEngineCmd(g),
+	)
 	return cmd
 }

@@ -37,6 +37,9 @@ func NewCPU(kind CPUKind, workers int) *CPU {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	if kind == OpenBLAS {
+		openBLASSingleThreaded()
+	}
 	return &CPU{kind: kind, workers: workers, scratch: map[int][][]float32{}}
 }
 
@@ -166,7 +169,7 @@ func (c *CPU) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32
 		return
 	}
 	if c.kind == OpenBLAS {
-		sgemmOpenBLAS(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+		c.sgemmParallel(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
 		return
 	}
 	ta, tb := blas.NoTrans, blas.NoTrans
@@ -177,6 +180,36 @@ func (c *CPU) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32
 		tb = blas.Trans
 	}
 	gonum.Implementation{}.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+}
+
+// gemmGrain is the smallest GEMM (m·n·k multiply-adds) worth splitting.
+const gemmGrain = 1 << 17
+
+// sgemmParallel splits C into row or column blocks, one single-threaded
+// OpenBLAS call per worker. Every element of C is still computed by one call
+// over the whole of k, so the result does not depend on the split.
+func (c *CPU) sgemmParallel(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, cc []float32, ldc int) {
+	parts := min(c.workers, max(1, m*n*k/gemmGrain))
+	switch {
+	case parts <= 1:
+		sgemmOpenBLAS(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+	case m >= n:
+		c.parallelFor(m, (m+parts-1)/parts, func(lo, hi int) {
+			ao := lo * lda // row lo of op(A)
+			if transA {
+				ao = lo
+			}
+			sgemmOpenBLAS(transA, transB, hi-lo, n, k, alpha, a[ao:], lda, b, ldb, beta, cc[lo*ldc:], ldc)
+		})
+	default:
+		c.parallelFor(n, (n+parts-1)/parts, func(lo, hi int) {
+			bo := lo // column lo of op(B)
+			if transB {
+				bo = lo * ldb
+			}
+			sgemmOpenBLAS(transA, transB, m, hi-lo, k, alpha, a, lda, b[bo:], ldb, beta, cc[lo:], ldc)
+		})
+	}
 }
 
 // MatMul computes c = alpha·op(a)·op(b) + beta·c, 2-D or batched 3-D.
