@@ -18,7 +18,7 @@ type ChannelSync func(buf []float32) error
 type BatchNorm2d struct {
 	Weight, Bias            *Var // (C), nil when not affine
 	RunningMean, RunningVar *Var // buffers (C)
-	NumBatchesTracked       *Var // buffer (1), an int64 in PyTorch files
+	NumBatchesTracked       *Var // buffer, shape (), an int64 in PyTorch files
 	Eps, Momentum           float32
 	Training                bool
 	// Sync, when set, sums the statistics across ranks in the forward pass and
@@ -39,7 +39,7 @@ func NewBatchNorm2d(ps *ParamSet, prefix string, c int, affine bool) *BatchNorm2
 	}
 	bn.RunningMean = ps.AddBuffer(prefix+".running_mean", Init{}, false, c)
 	bn.RunningVar = ps.AddBuffer(prefix+".running_var", Init{Kind: InitOnes}, false, c)
-	bn.NumBatchesTracked = ps.AddBuffer(prefix+".num_batches_tracked", Init{}, true, 1)
+	bn.NumBatchesTracked = ps.AddBuffer(prefix+".num_batches_tracked", Init{}, true) // a scalar, shape ()
 	return bn
 }
 
