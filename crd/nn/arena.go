@@ -9,6 +9,7 @@ type Arena struct {
 	be   tensor.Backend
 	free map[int][]*tensor.Tensor // by number of elements
 	used []*tensor.Tensor
+	news int // tensors allocated from the backend so far
 }
 
 // NewArena returns an empty arena allocating from be.
@@ -27,6 +28,7 @@ func (a *Arena) Get(shape tensor.Shape) *tensor.Tensor {
 		t.Shape = append(t.Shape[:0], shape...)
 	} else {
 		t = a.be.New(shape)
+		a.news++
 	}
 	a.used = append(a.used, t)
 	return t
@@ -62,3 +64,7 @@ func (a *Arena) Bytes() int64 {
 	}
 	return n
 }
+
+// Allocations is the number of tensors the arena has allocated from its
+// backend; in a steady-state training loop it stops growing after the first step.
+func (a *Arena) Allocations() int { return a.news }
