@@ -30,6 +30,7 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 	root.AddCommand(
 		newVersionCmd(),
 		newBenchCmd(g),
+		newLossCmd(g),
 	)
 	return root
 }
