@@ -174,3 +174,44 @@ func FuzzNPY(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTorchPickle mutates data.pkl alone, inside a fixed zip with two storages, so the
+// mutator spends its time on the pickle machine rather than on the zip structure.
+func FuzzTorchPickle(f *testing.F) {
+	f.Add(stateDictPickle([]pkTensor{
+		{name: "w", storageType: "FloatStorage", key: "0", storageNumel: 6, offset: 1, size: []int64{2, 2}, stride: []int64{1, 2}},
+		{name: "h", storageType: "HalfStorage", key: "1", storageNumel: 4, size: []int64{2, 2}, stride: []int64{2, 1}},
+	}, false))
+	f.Add(stateDictPickle([]pkTensor{
+		{name: "b", storageType: "FloatStorage", key: "0", storageNumel: 6, size: []int64{3}, stride: []int64{2}, v1: true, py2: true},
+	}, false))
+	zr, err := zip.OpenReader(filepath.Join("testdata", "py", "ckpt.pth"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, e := range zr.File {
+		if filepath.Base(e.Name) == "data.pkl" {
+			rc, _ := e.Open()
+			b, _ := io.ReadAll(rc) // a test's own small seed file
+			rc.Close()
+			f.Add(b)
+		}
+	}
+	zr.Close()
+	storages := map[string][]byte{"0": f32Bytes(arange(6)...), "1": make([]byte, 8)}
+	f.Fuzz(func(t *testing.T, pkl []byte) {
+		if len(pkl) > 1<<20 {
+			t.Skip("input over 1 MiB")
+		}
+		file := torchZip(pkl, storages, nil)
+		var (
+			ts  []Tensor
+			err error
+		)
+		allocBound(t, len(file), func() { ts, err = readPyTorch(bytes.NewReader(file), int64(len(file))) })
+		if err != nil {
+			return
+		}
+		roundTrip(t, ts, nil)
+	})
+}

@@ -146,10 +146,21 @@ type pkTensor struct {
 }
 
 // stateDictPickle pickles an OrderedDict of the tensors the way torch.save does.
-func stateDictPickle(ts []pkTensor, legacy bool) []byte {
+func stateDictPickle(ts []pkTensor, legacy bool) []byte { return stateDictPickleAs(ts, legacy, false) }
+
+// stateDictPickleAs pickles as Python 2 does, OrderedDict([[k, v], …]), if py2 is set.
+func stateDictPickleAs(ts []pkTensor, legacy, py2 bool) []byte {
 	var p pk
-	p.op(0x80, 2).global("collections", "OrderedDict").op(')', 'R', '(')
+	p.op(0x80, 2).global("collections", "OrderedDict")
+	if py2 {
+		p.op('(', ']', '(')
+	} else {
+		p.op(')', 'R', '(')
+	}
 	for _, t := range ts {
+		if py2 {
+			p.op('(')
+		}
 		if t.py2 {
 			p.str2(t.name)
 		} else {
@@ -173,8 +184,15 @@ func stateDictPickle(ts []pkTensor, legacy bool) []byte {
 			p.op(0x89).global("collections", "OrderedDict").op(')', 'R')
 		}
 		p.op('t', 'R')
+		if py2 {
+			p.op('l')
+		}
 	}
-	p.op('u', '.')
+	if py2 {
+		p.op('e', 't', 'R', '.')
+	} else {
+		p.op('u', '.')
+	}
 	return p.Bytes()
 }
 

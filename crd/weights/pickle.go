@@ -663,10 +663,37 @@ func global(mod, name string) (pyGlobal, error) {
 func call(fn pyGlobal, args pyTuple) (any, error) {
 	switch fn.module + "." + fn.name {
 	case "collections.OrderedDict":
-		if len(args) != 0 {
-			return nil, fmt.Errorf("OrderedDict with %d arguments", len(args))
+		d := newDict()
+		switch {
+		case len(args) == 0:
+			return d, nil
+		case len(args) == 1:
+			// Python 2 pickles an OrderedDict as OrderedDict([[key, value], …]).
+			var items []any
+			switch v := args[0].(type) {
+			case *pyList:
+				items = v.items
+			case pyTuple:
+				items = v
+			default:
+				return nil, fmt.Errorf("OrderedDict of a %s", typeName(args[0]))
+			}
+			for i, it := range items {
+				var kv []any
+				switch v := it.(type) {
+				case *pyList:
+					kv = v.items
+				case pyTuple:
+					kv = v
+				}
+				if len(kv) != 2 {
+					return nil, fmt.Errorf("OrderedDict item %d is a %s, not a pair", i, typeName(it))
+				}
+				d.set(kv[0], kv[1])
+			}
+			return d, nil
 		}
-		return newDict(), nil
+		return nil, fmt.Errorf("OrderedDict with %d arguments", len(args))
 	case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2":
 		// (storage, storage_offset, size, stride[, requires_grad, backward_hooks[, metadata]])
 		if len(args) < 4 {

@@ -68,7 +68,7 @@ func readPyTorch(r io.ReaderAt, size int64) ([]Tensor, error) {
 		if err != nil {
 			return nil, err
 		}
-		return readTorchZip(zr, size)
+		return readTorchZip(zr, r, size)
 	case n > 0 && h[0] == 0x80:
 		return readTorchLegacy(r, size)
 	case isTar(h):
@@ -141,7 +141,8 @@ func torchPrefix(zr *zip.Reader) (string, bool) {
 	return "", false
 }
 
-func readTorchZip(zr *zip.Reader, size int64) ([]Tensor, error) {
+// readTorchZip reads the torch.save zip zr of the size bytes in r.
+func readTorchZip(zr *zip.Reader, r io.ReaderAt, size int64) ([]Tensor, error) {
 	prefix, ok := torchPrefix(zr)
 	if !ok {
 		return nil, errors.New("zip without <prefix>/data.pkl: not a torch.save file")
@@ -186,9 +187,28 @@ func readTorchZip(zr *zip.Reader, size int64) ([]Tensor, error) {
 			return nil, fmt.Errorf("storage %q: entry %s holds %d bytes; %d×%s needs %d", key, f.Name, f.UncompressedSize64, s.numel, s.dtype, want)
 		}
 	}
-	open := func(s *storageRef) (io.ReadCloser, error) {
-		rc, _, err := openEntry(entries["data/"+s.key], size, maxStorageBytes)
-		return rc, err
+	open := func(s *storageRef, off int64) (io.ReadCloser, error) {
+		f := entries["data/"+s.key]
+		n := int64(f.UncompressedSize64)
+		if f.Method == zip.Store { // torch stores, never compresses: seek instead of reading
+			at, err := f.DataOffset()
+			if err != nil {
+				return nil, fmt.Errorf("entry %s: %w", f.Name, err)
+			}
+			if at < 0 || at > size-n {
+				return nil, fmt.Errorf("entry %s: %d bytes at %d run past the %d-byte file", f.Name, n, at, size)
+			}
+			return io.NopCloser(io.NewSectionReader(r, at+off, n-off)), nil
+		}
+		rc, _, err := openEntry(f, size, maxStorageBytes)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.CopyN(io.Discard, rc, off); err != nil {
+			rc.Close()
+			return nil, fmt.Errorf("entry %s: skipping %d bytes: %w", f.Name, off, noEOF(err))
+		}
+		return rc, nil
 	}
 	return materialize(obj, open)
 }
@@ -280,8 +300,8 @@ func readTorchLegacy(r io.ReaderAt, size int64) ([]Tensor, error) {
 		at[key] = off + 8
 		off += 8 + n*isz
 	}
-	open := func(s *storageRef) (io.ReadCloser, error) {
-		return io.NopCloser(io.NewSectionReader(r, at[s.key], s.numel*int64(s.dtype.Size()))), nil
+	open := func(s *storageRef, off int64) (io.ReadCloser, error) {
+		return io.NopCloser(io.NewSectionReader(r, at[s.key]+off, s.numel*int64(s.dtype.Size())-off)), nil
 	}
 	return materialize(obj, open)
 }
@@ -319,9 +339,11 @@ func stateDict(obj any) (*pyDict, error) {
 	return d, nil
 }
 
-// materialize reads the tensors of the state dict in obj; open returns a reader over a root
-// storage's bytes.
-func materialize(obj any, open func(*storageRef) (io.ReadCloser, error)) ([]Tensor, error) {
+// storageOpener returns a reader over the bytes of root storage s from byte off on.
+type storageOpener func(s *storageRef, off int64) (io.ReadCloser, error)
+
+// materialize reads the tensors of the state dict in obj.
+func materialize(obj any, open storageOpener) ([]Tensor, error) {
 	sd, err := stateDict(obj)
 	if err != nil {
 		return nil, err
@@ -431,7 +453,7 @@ func contiguous(size, stride []int64) bool {
 }
 
 // readView reads the n elements of view t, row-major.
-func readView(name string, t *tensorRef, n int64, open func(*storageRef) (io.ReadCloser, error)) (Tensor, error) {
+func readView(name string, t *tensorRef, n int64, open storageOpener) (Tensor, error) {
 	s := t.storage
 	dt := s.dtype
 	isz := int64(dt.Size())
@@ -440,18 +462,15 @@ func readView(name string, t *tensorRef, n int64, open func(*storageRef) (io.Rea
 	if n == 0 {
 		return out, nil
 	}
-	rc, err := open(rootOf(s))
-	if err != nil {
-		return Tensor{}, err
-	}
-	defer rc.Close()
 	start := t.offset
 	if s.base != nil {
 		start += s.offset
 	}
-	if _, err := io.CopyN(io.Discard, rc, start*isz); err != nil {
-		return Tensor{}, fmt.Errorf("storage %q: skipping to element %d: %w", s.key, start, noEOF(err))
+	rc, err := open(rootOf(s), start*isz)
+	if err != nil {
+		return Tensor{}, err
 	}
+	defer rc.Close()
 	if contiguous(t.size, t.stride) {
 		raw := make([]byte, min(n*isz, max(chunkBytes/isz, 1)*isz))
 		for i := int64(0); i < n; {

@@ -3,6 +3,7 @@ package weights
 import (
 	"archive/zip"
 	"bytes"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -79,9 +80,9 @@ func TestTorchStrided(t *testing.T) {
 	}
 }
 
-// TestTorchLegacyOld covers what torch <= 0.3 under Python 2 wrote, as the published
-// torchvision weights were: _rebuild_tensor (v1), str keys as SHORT_BINSTRING, and a legacy
-// storage view.
+// TestTorchLegacyOld covers what torch <= 0.3 under Python 2 wrote (the published
+// torchvision weights date from then): OrderedDict([[k, v], …]), _rebuild_tensor (v1), str
+// keys as SHORT_BINSTRING, and a legacy storage view.
 func TestTorchLegacyOld(t *testing.T) {
 	ts := []pkTensor{
 		{name: "features.0.weight", storageType: "FloatStorage", key: "140", storageNumel: 6, size: []int64{2, 3}, stride: []int64{3, 1}, v1: true, py2: true},
@@ -89,7 +90,7 @@ func TestTorchLegacyOld(t *testing.T) {
 		{name: "bn.num_batches_tracked", storageType: "LongStorage", key: "142", storageNumel: 1, size: []int64{}, stride: []int64{}, py2: true},
 	}
 	long := []byte{7, 0, 0, 0, 0, 0, 0, 0}
-	file := legacyFile(stateDictPickle(ts, true), []string{"140", "141", "142"},
+	file := legacyFile(stateDictPickleAs(ts, true, true), []string{"140", "141", "142"},
 		map[string][]byte{"140": f32Bytes(arange(6)...), "141": f32Bytes(10, 11, 12, 13, 14), "142": long},
 		map[string]int{"140": 4, "141": 4, "142": 8})
 	got, err := readTorchBytes(file)
@@ -199,4 +200,72 @@ func TestReadPyTorchNamesFile(t *testing.T) {
 	if _, _, err := ReadFile(path); err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("ReadFile = %v; want it to name %s", err, path)
 	}
+}
+
+// TestTorchDeflated reads a torch zip whose entries were recompressed (torch stores them;
+// other tools may not), so storages go through the inflating path.
+func TestTorchDeflated(t *testing.T) {
+	src := filepath.Join("testdata", "py", "sd.pth")
+	want, err := ReadPyTorch(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.OpenReader(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, f := range zr.File {
+		w, _ := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Deflate})
+		rc, _ := f.Open()
+		io.Copy(w, rc)
+		rc.Close()
+	}
+	zw.Close()
+	got, err := readTorchBytes(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameTensors(t, "deflated sd.pth", got, want)
+}
+
+// BenchmarkRead reads a 64 MiB state dict (16 tensors of 1M float32) in each format.
+func BenchmarkRead(b *testing.B) {
+	const nt, n = 16, 1 << 20
+	var pts []pkTensor
+	storages := map[string][]byte{}
+	var ts []Tensor
+	for i := range nt {
+		key := string(rune('a' + i))
+		pts = append(pts, pkTensor{name: "t" + key, storageType: "FloatStorage", key: key, storageNumel: n, size: []int64{1024, 1024}, stride: []int64{1024, 1}})
+		v := arange(n)
+		storages[key] = f32Bytes(v...)
+		ts = append(ts, Tensor{Name: "t" + key, DType: F32, Shape: []int{1024, 1024}, F32: v})
+	}
+	dir := b.TempDir()
+	files := map[string]string{"torch-zip": filepath.Join(dir, "z.pth"), "safetensors": filepath.Join(dir, "s.safetensors")}
+	os.WriteFile(files["torch-zip"], torchZip(stateDictPickle(pts, false), storages, nil), 0o644)
+	if err := WriteSafetensorsFile(files["safetensors"], ts, nil); err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"torch-zip", "safetensors"} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(nt * n * 4)
+			for b.Loop() {
+				if _, _, err := ReadFile(files[name]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("write-safetensors", func(b *testing.B) {
+		b.SetBytes(nt * n * 4)
+		for b.Loop() {
+			if err := WriteSafetensors(io.Discard, ts, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -389,7 +389,7 @@ func writeSafetensors(w io.Writer, ts []Tensor, meta map[string]string) error {
 	if _, err := w.Write(hdr.Bytes()); err != nil {
 		return err
 	}
-	buf := make([]byte, 0, chunkBytes)
+	buf := make([]byte, 0, min(chunkBytes, max(off, 8)))
 	flush := func() error {
 		_, err := w.Write(buf)
 		buf = buf[:0]

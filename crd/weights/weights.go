@@ -126,7 +126,7 @@ func ReadFile(path string) ([]Tensor, map[string]string, error) {
 			return nil, nil, fmt.Errorf("weights: %s: %w", path, err)
 		}
 		if _, ok := torchPrefix(zr); ok {
-			ts, err := readTorchZip(zr, size)
+			ts, err := readTorchZip(zr, f, size)
 			if err != nil {
 				return nil, nil, fmt.Errorf("weights: %s: %w", path, err)
 			}
