@@ -266,6 +266,13 @@ func TestWriteSafetensorsFile(t *testing.T) {
 	if meta["step"] != "3" {
 		t.Errorf("metadata %v", meta)
 	}
+	// A header of 128 bytes starts the file with 0x80, the first byte of a pickle.
+	p128 := filepath.Join(dir, "p128.safetensors")
+	hdr := `{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`
+	os.WriteFile(p128, stFile(hdr+strings.Repeat(" ", 128-len(hdr)), f32Bytes(5)), 0o644)
+	if ts, _, err := ReadFile(p128); err != nil || len(ts) != 1 || ts[0].F32[0] != 5 {
+		t.Errorf("ReadFile(safetensors with a 128-byte header) = %v, %v; want a = [5]", ts, err)
+	}
 	if _, _, err := ReadSafetensorsFile(filepath.Join(dir, "missing")); err == nil {
 		t.Error("ReadSafetensorsFile(missing) = nil error")
 	}

@@ -120,6 +120,13 @@ func ReadFile(path string) ([]Tensor, map[string]string, error) {
 	}
 	h := head[:n]
 	switch {
+	// First: a safetensors header length may start with any byte, 0x80 and 'P' included.
+	case n >= 9 && h[8] == '{':
+		ts, meta, err := readSafetensors(f, size)
+		if err != nil {
+			return nil, nil, fmt.Errorf("weights: %s: %w", path, err)
+		}
+		return ts, meta, nil
 	case bytes.HasPrefix(h, []byte("PK\x03\x04")) || bytes.HasPrefix(h, []byte("PK\x05\x06")):
 		zr, err := openZip(f, size)
 		if err != nil {
@@ -151,19 +158,13 @@ func ReadFile(path string) ([]Tensor, map[string]string, error) {
 			return nil, nil, fmt.Errorf("weights: %s: %w", path, err)
 		}
 		return ts, nil, nil
-	case n >= 9 && h[8] == '{':
-		ts, meta, err := readSafetensors(f, size)
-		if err != nil {
-			return nil, nil, fmt.Errorf("weights: %s: %w", path, err)
-		}
-		return ts, meta, nil
 	}
 	return nil, nil, fmt.Errorf("weights: %s: unknown format (first bytes % x): want safetensors, a torch.save file or .npz", path, h[:min(n, 8)])
 }
 
 // numel returns the product of dims, or an error if a dimension is negative or the product
-// (or the product times itemSize bytes) does not fit in an int64. Every dimension counts,
-// also after a zero, as in the safetensors reference.
+// (or the product times itemSize bytes) does not fit in an int64. As in the safetensors
+// reference, a product that overflows before a zero dimension is still an error.
 func numel(dims []int64, itemSize int) (int64, error) {
 	n := int64(1)
 	for _, d := range dims {
