@@ -1,0 +1,278 @@
+package allreduce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+)
+
+// NATSConfig configures the NATS transport.
+type NATSConfig struct {
+	// Window is the number of frames a link may have in flight: sent and not yet
+	// taken by the receiver. It bounds what a subscriber and the server hold for
+	// one link to Window frames, far below the server's max_pending (64 MiB by
+	// default), so no consumer is overrun and no chunk dropped.
+	Window int
+}
+
+// DefaultNATSConfig returns the defaults: a window of 8 frames.
+func DefaultNATSConfig() NATSConfig { return NATSConfig{Window: 8} }
+
+// Validate reports every problem of c at once.
+func (c NATSConfig) Validate() error {
+	if c.Window < 1 || c.Window > 1<<16 {
+		return fmt.Errorf("allreduce.nats.window: must be 1..%d, got %d", 1<<16, c.Window)
+	}
+	return nil
+}
+
+// NATS is the Transport over core NATS. Rank r receives its chunks on
+// crdgo.<job>.ar.<gen>.<r>; core NATS is at-most-once, so nothing is assumed about
+// delivery: a sender first says hello to its right neighbour and gets its initial
+// credit in reply (so no chunk is published before the receiver subscribed), then
+// sends a frame only while it holds credit, and the receiver returns credit as it
+// takes frames. The connection is the caller's; NATS never closes it.
+type NATS struct {
+	nc  *nats.Conn
+	cfg NATSConfig
+	log *zap.Logger
+
+	dropped atomic.Uint64 // control messages rejected, by every link
+}
+
+// NewNATS returns the NATS transport over nc.
+func NewNATS(nc *nats.Conn, cfg NATSConfig, log *zap.Logger) (*NATS, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &NATS{nc: nc, cfg: cfg, log: log}, nil
+}
+
+// Dropped is the number of control messages (hello, grant) rejected as malformed or
+// misaddressed.
+func (t *NATS) Dropped() uint64 { return t.dropped.Load() }
+
+// Open implements Transport: it subscribes to the rank's data, credit and hello
+// subjects and waits until the server has them.
+func (t *NATS) Open(ctx context.Context, g Group, frameBytes int) (Link, error) {
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	if mp := t.nc.MaxPayload(); int64(frameBytes) > mp {
+		return nil, fmt.Errorf("nats: frames of %d bytes (chunk_bytes + %d header) exceed the server's max_payload of %d bytes", frameBytes, HeaderSize, mp)
+	}
+	l := &natsLink{
+		t: t, nc: t.nc, g: g, job: nameHash(g.Job), window: uint64(t.cfg.Window),
+		batch:     uint64(max(1, t.cfg.Window/4)),
+		dataOut:   subject(g.Job, g.Gen, g.Right(), ""),
+		helloOut:  subject(g.Job, g.Gen, g.Right(), "hello"),
+		creditIn:  subject(g.Job, g.Gen, g.Rank, "credit"),
+		creditOut: subject(g.Job, g.Gen, g.Left(), "credit"),
+		grantCh:   make(chan struct{}, 1),
+		noResp:    make(chan struct{}, 1),
+		closed:    make(chan struct{}),
+	}
+	var err error
+	// The data subscription comes first: a server that knows the hello interest
+	// (which the sender waits for) then knows the data interest too.
+	if l.data, err = t.nc.SubscribeSync(subject(g.Job, g.Gen, g.Rank, "")); err != nil {
+		return nil, fmt.Errorf("nats: subscribe: %w", err)
+	}
+	limit := 2 * t.cfg.Window
+	if err = l.data.SetPendingLimits(limit, limit*frameBytes); err == nil {
+		l.credit, err = t.nc.Subscribe(l.creditIn, l.onCredit)
+	}
+	if err == nil {
+		l.hello, err = t.nc.Subscribe(subject(g.Job, g.Gen, g.Rank, "hello"), l.onHello)
+	}
+	if err == nil {
+		err = flush(ctx, t.nc)
+	}
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("nats: open links of rank %d gen %d: %w", g.Rank, g.Gen, err)
+	}
+	return l, nil
+}
+
+type natsLink struct {
+	t      *NATS
+	nc     *nats.Conn
+	g      Group
+	job    uint64
+	window uint64
+	batch  uint64 // grants are sent every batch frames taken
+
+	dataOut, helloOut, creditIn, creditOut string
+	data, credit, hello                    *nats.Subscription
+
+	// Send side (the Send goroutine only, except granted).
+	opened  bool
+	sent    uint64
+	pub     []byte
+	granted atomic.Uint64 // credit from the right neighbour: frames we may have sent in all
+	grantCh chan struct{} // a grant arrived
+	noResp  chan struct{} // a hello found no one subscribed yet
+
+	// Recv side (the Recv goroutine only, except taken).
+	taken    atomic.Uint64 // frames taken from the left neighbour
+	credited uint64        // taken as of the last grant we sent
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (l *natsLink) ctl(kind ctlKind, to int, value uint64) ctlMsg {
+	return ctlMsg{Kind: kind, From: uint16(l.g.Rank), To: uint16(to), Job: l.job, Gen: l.g.Gen, Value: value}
+}
+
+// onCredit takes grants from the right neighbour, and the server's "no responders"
+// status when a hello went nowhere. It runs on the subscription's goroutine.
+func (l *natsLink) onCredit(m *nats.Msg) {
+	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		signal(l.noResp)
+		return
+	}
+	c, err := decodeCtl(m.Data)
+	if err == nil {
+		err = c.expect(ctlGrant, l.job, l.g.Gen, l.g.Right(), l.g.Rank)
+	}
+	if err != nil {
+		l.t.dropped.Add(1)
+		l.t.log.Debug("dropped control message", zap.String("subject", m.Subject), zap.Error(err))
+		return
+	}
+	for {
+		old := l.granted.Load()
+		if c.Value <= old || l.granted.CompareAndSwap(old, c.Value) {
+			break
+		}
+	}
+	signal(l.grantCh)
+}
+
+// onHello answers the left neighbour's hello with the credit it holds.
+func (l *natsLink) onHello(m *nats.Msg) {
+	c, err := decodeCtl(m.Data)
+	if err == nil {
+		err = c.expect(ctlHello, l.job, l.g.Gen, l.g.Left(), l.g.Rank)
+	}
+	if err != nil || m.Reply == "" {
+		l.t.dropped.Add(1)
+		l.t.log.Debug("dropped hello", zap.String("subject", m.Subject), zap.Error(err))
+		return
+	}
+	if err := m.Respond(l.ctl(ctlGrant, l.g.Left(), l.taken.Load()+l.window).encode()); err != nil {
+		l.t.log.Warn("answering hello", zap.Int("from", l.g.Left()), zap.Error(err))
+	}
+}
+
+// signal wakes the waiter of ch, if any, without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// open says hello to the right neighbour until it answers with credit.
+func (l *natsLink) open(ctx context.Context) error {
+	hello := l.ctl(ctlHello, l.g.Right(), 0).encode()
+	retry := 5 * time.Millisecond
+	for attempt := 0; l.granted.Load() == 0; attempt++ {
+		if err := l.nc.PublishRequest(l.helloOut, l.creditIn, hello); err != nil {
+			return fmt.Errorf("nats: hello: %w", err)
+		}
+		t := time.NewTimer(250 * time.Millisecond) // a hello or its answer lost: ask again
+		select {
+		case <-l.grantCh:
+		case <-l.noResp:
+			// Not subscribed yet: it has not opened this generation. Ask again soon.
+			t.Reset(retry)
+			retry = min(2*retry, 100*time.Millisecond)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		case <-t.C:
+		case <-ctx.Done():
+		case <-l.closed:
+			t.Stop()
+			return ErrClosed
+		}
+		t.Stop()
+		if l.granted.Load() > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("nats: rank %d did not answer hello (%d tries): %w", l.g.Right(), attempt+1, ctx.Err())
+		}
+	}
+	l.opened = true
+	return nil
+}
+
+func (l *natsLink) Send(ctx context.Context, hdr, payload []byte) error {
+	if !l.opened {
+		if err := l.open(ctx); err != nil {
+			return err
+		}
+	}
+	for l.sent >= l.granted.Load() {
+		select {
+		case <-l.grantCh:
+		case <-l.closed:
+			return ErrClosed
+		case <-ctx.Done():
+			return fmt.Errorf("nats: no credit (window of %d frames full): %w", l.window, ctx.Err())
+		}
+	}
+	l.pub = append(append(l.pub[:0], hdr...), payload...)
+	if err := l.nc.Publish(l.dataOut, l.pub); err != nil {
+		return fmt.Errorf("nats: publish: %w", err)
+	}
+	l.sent++
+	return nil
+}
+
+func (l *natsLink) Recv(ctx context.Context) ([]byte, error) {
+	m, err := l.data.NextMsgWithContext(ctx)
+	switch {
+	case errors.Is(err, nats.ErrSlowConsumer):
+		return nil, fmt.Errorf("nats: %w: subscription dropped frames (slow consumer): %w", ErrChunkLost, err)
+	case errors.Is(err, nats.ErrBadSubscription), errors.Is(err, nats.ErrConnectionClosed):
+		return nil, fmt.Errorf("nats: %w: %w", ErrClosed, err)
+	case err != nil:
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	taken := l.taken.Add(1)
+	if taken-l.credited >= l.batch {
+		if err := l.nc.Publish(l.creditOut, l.ctl(ctlGrant, l.g.Left(), taken+l.window).encode()); err != nil {
+			return nil, fmt.Errorf("nats: grant credit: %w", err)
+		}
+		l.credited = taken
+	}
+	return m.Data, nil
+}
+
+func (l *natsLink) Close() error {
+	var errs []error
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		for _, s := range []*nats.Subscription{l.data, l.credit, l.hello} {
+			if s == nil {
+				continue
+			}
+			if err := s.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+				errs = append(errs, err)
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
