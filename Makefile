@@ -6,7 +6,7 @@ BIN     := bin/crdgo
 PKGS    := ./...
 # Debian packages: OpenBLAS for the cgo GEMM (the pthread flavour, so PyTorch's
 # libblas.so.3 is OpenBLAS too), PyTorch/NumPy/SciPy for the reference checks.
-DEB     := libopenblas-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy
+DEB     := libopenblas-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy python3-pil
 PY      := /usr/bin/python3
 
 .PHONY: all run test deps build vet unit race nocgo bench clean

@@ -31,6 +31,7 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 		newVersionCmd(),
 		newBenchCmd(g),
 		newLossCmd(g),
+		newDataCmd(g),
 	)
 	return root
 }
