@@ -126,6 +126,12 @@ func (tp *Tape) Backward(loss *Var) {
 
 // BackwardFrom runs the backward pass from out with output gradient dy (nil
 // means 1 for a scalar out). Use it to differentiate ⟨dy, out⟩.
+//
+// A tape may run several backward passes before Reset (a GAN step
+// differentiates the discriminator's, the generator's and the student's
+// losses in turn): each pass reaches only the ops its output depends on, and
+// the gradients of intermediate values are forgotten after each pass, so no
+// pass sees another's. Parameters and leaves keep accumulating.
 func (tp *Tape) BackwardFrom(out *Var, dy *tensor.Tensor) {
 	if !out.requiresGrad {
 		panic("nn: Backward: output does not depend on anything that requires a gradient")
@@ -146,6 +152,26 @@ func (tp *Tape) BackwardFrom(out *Var, dy *tensor.Tensor) {
 		}
 		n.backward(n.out.Grad)
 	}
+	for _, n := range tp.nodes {
+		n.out.Grad = nil // arena memory, recycled at Reset
+	}
 }
 
+// Leaf wraps t as a Var that takes a gradient without being a parameter (for
+// tests and for differentiating with respect to an input). Its Grad is
+// allocated on first use and kept across backward passes until Reset.
+func Leaf(t *tensor.Tensor) *Var { return &Var{Value: t, requiresGrad: true} }
+
 func shapeOf(s ...int) tensor.Shape { return tensor.Shape(s) }
+
+// Custom records an op computed outside this package: y is its output and
+// backward, given y's gradient, adds the inputs' gradients (obtained with
+// GradOf). It is how losses computed on the host (the CRD relations) join the
+// tape.
+func (tp *Tape) Custom(y *tensor.Tensor, backward func(dy *tensor.Tensor), inputs ...*Var) *Var {
+	return tp.record(y, backward, inputs...)
+}
+
+// GradOf returns v's gradient tensor, allocating a zeroed one on first use, or
+// nil when v takes no gradient. Backward closures of Custom ops add into it.
+func (tp *Tape) GradOf(v *Var) *tensor.Tensor { return tp.grad(v) }

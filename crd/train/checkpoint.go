@@ -1,0 +1,369 @@
+package train
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/crdgo/crdgo/crd/model"
+	"github.com/crdgo/crdgo/crd/nn"
+	"github.com/crdgo/crdgo/crd/weights"
+)
+
+// A checkpoint is a folder OutDir/checkpoints/step-NNNNNNNN holding one
+// safetensors file per network and optimizer, the image pools (CycleGAN),
+// state.json (schedule position, RNG, recipe) and, written last,
+// manifest.json with every file's size and SHA-256. It is written under a
+// temporary name and renamed into place; a folder without a manifest, or whose
+// files do not match it, is not a checkpoint.
+
+// Manifest lists a checkpoint's files.
+type Manifest struct {
+	Step    int            `json:"step"`
+	Recipe  string         `json:"recipe"`
+	Version string         `json:"crdgo_version"`
+	Created time.Time      `json:"created"`
+	Files   []ManifestFile `json:"files"`
+}
+
+// ManifestFile is one file of a checkpoint.
+type ManifestFile struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// checkpointState is state.json.
+type checkpointState struct {
+	State  State  `json:"state"`
+	RNG    string `json:"rng"` // the pools' PCG, MarshalBinary, hex
+	Recipe Recipe `json:"recipe"`
+}
+
+// Version is written into manifests; cmd/crdgo sets it at start-up.
+var Version = "dev"
+
+const manifestName = "manifest.json"
+
+// netFiles are the networks of a run and their file names.
+func (t *Trainer) netFiles() []struct {
+	name string
+	net  model.Network
+	opt  *nn.Adam
+} {
+	n := t.Nets
+	all := []struct {
+		name string
+		net  model.Network
+		opt  *nn.Adam
+	}{
+		{"teacher_G", n.GT, t.optGT}, {"teacher_G_B", n.GTB, t.optGTB}, {"teacher_G_best", n.GTBest, nil},
+		{"teacher_D", n.D, t.optD}, {"teacher_D_B", n.DB, t.optDB}, {"student_G", n.S, t.optS},
+	}
+	return slices.DeleteFunc(all, func(e struct {
+		name string
+		net  model.Network
+		opt  *nn.Adam
+	}) bool {
+		return e.net == nil
+	})
+}
+
+// SaveCheckpoint writes the trainer's whole state under dir/step-NNNNNNNN and
+// returns that folder.
+func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
+	final := filepath.Join(dir, fmt.Sprintf("step-%08d", t.state.Step))
+	tmp := final + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	var files []string
+	for _, nf := range t.netFiles() {
+		if err := nf.net.Params().Save(filepath.Join(tmp, nf.name+".safetensors"), map[string]string{"recipe": t.rec.Name}); err != nil {
+			return "", fmt.Errorf("checkpoint %s: %s: %w", final, nf.name, err)
+		}
+		files = append(files, nf.name+".safetensors")
+		if nf.opt != nil {
+			ts, meta := nf.opt.StateTensors()
+			name := "optim_" + nf.name + ".safetensors"
+			if err := weights.WriteSafetensorsFile(filepath.Join(tmp, name), ts, meta); err != nil {
+				return "", fmt.Errorf("checkpoint %s: %s: %w", final, name, err)
+			}
+			files = append(files, name)
+		}
+	}
+	if t.poolA != nil {
+		var ts []weights.Tensor
+		for _, p := range []struct {
+			name string
+			pool *imagePool
+		}{{"pool_A", t.poolA}, {"pool_B", t.poolB}} {
+			for i, img := range p.pool.images {
+				ts = append(ts, weights.Tensor{Name: fmt.Sprintf("%s/%04d", p.name, i), DType: weights.F32,
+					Shape: p.pool.shape.Clone(), F32: img})
+			}
+		}
+		if err := weights.WriteSafetensorsFile(filepath.Join(tmp, "pools.safetensors"), ts, nil); err != nil {
+			return "", fmt.Errorf("checkpoint %s: pools: %w", final, err)
+		}
+		files = append(files, "pools.safetensors")
+	}
+	rngState, err := t.pcg.MarshalBinary()
+	if err != nil {
+		return "", err
+	}
+	st, err := json.MarshalIndent(checkpointState{State: t.state, RNG: hex.EncodeToString(rngState), Recipe: t.rec}, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := writeFileSync(filepath.Join(tmp, "state.json"), st); err != nil {
+		return "", err
+	}
+	files = append(files, "state.json")
+	m := Manifest{Step: t.state.Step, Recipe: t.rec.Name, Version: Version, Created: time.Now().UTC()}
+	for _, f := range files {
+		mf, err := hashFile(filepath.Join(tmp, f))
+		if err != nil {
+			return "", err
+		}
+		mf.Name = f
+		m.Files = append(m.Files, mf)
+	}
+	mb, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeFileSync(filepath.Join(tmp, manifestName), mb); err != nil {
+		return "", err
+	}
+	if err := os.RemoveAll(final); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	return final, syncDir(dir)
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func hashFile(path string) (ManifestFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return ManifestFile{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return ManifestFile{}, fmt.Errorf("checkpoint: hash %s: %w", path, err)
+	}
+	return ManifestFile{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// VerifyCheckpoint reads dir's manifest and checks every file's size and hash.
+func VerifyCheckpoint(dir string) (Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, manifestName))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("checkpoint %s: no manifest (incomplete checkpoint): %w", dir, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Manifest{}, fmt.Errorf("checkpoint %s: manifest: %w", dir, err)
+	}
+	if len(m.Files) == 0 {
+		return Manifest{}, fmt.Errorf("checkpoint %s: manifest lists no files", dir)
+	}
+	for _, f := range m.Files {
+		if f.Name != filepath.Base(f.Name) || f.Name == manifestName {
+			return Manifest{}, fmt.Errorf("checkpoint %s: manifest names %q", dir, f.Name)
+		}
+		got, err := hashFile(filepath.Join(dir, f.Name))
+		if err != nil {
+			return Manifest{}, fmt.Errorf("checkpoint %s: %w", dir, err)
+		}
+		if got.Size != f.Size || got.SHA256 != f.SHA256 {
+			return Manifest{}, fmt.Errorf("checkpoint %s: %s: size %d sha256 %s, manifest says %d %s", dir, f.Name, got.Size, got.SHA256[:12], f.Size, f.SHA256[:min(12, len(f.SHA256))])
+		}
+	}
+	return m, nil
+}
+
+// Checkpoints lists the step folders under dir, newest first.
+func Checkpoints(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	type cp struct {
+		step int
+		path string
+	}
+	var cps []cp
+	for _, e := range ents {
+		s, ok := strings.CutPrefix(e.Name(), "step-")
+		if !ok || !e.IsDir() {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			continue
+		}
+		cps = append(cps, cp{n, filepath.Join(dir, e.Name())})
+	}
+	slices.SortFunc(cps, func(a, b cp) int { return b.step - a.step })
+	out := make([]string, len(cps))
+	for i, c := range cps {
+		out[i] = c.path
+	}
+	return out, nil
+}
+
+// LatestCheckpoint returns the newest complete, intact checkpoint under dir;
+// broken ones are logged and skipped. It returns "" when there is none.
+func LatestCheckpoint(dir string, log *zap.Logger) (string, error) {
+	cps, err := Checkpoints(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, c := range cps {
+		if _, err := VerifyCheckpoint(c); err != nil {
+			log.Warn("skipping broken checkpoint", zap.String("dir", c), zap.Error(err))
+			continue
+		}
+		return c, nil
+	}
+	return "", nil
+}
+
+// ReadCheckpointRecipe returns the recipe a checkpoint was trained with.
+func ReadCheckpointRecipe(dir string) (Recipe, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return Recipe{}, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	var cs checkpointState
+	if err := json.Unmarshal(b, &cs); err != nil {
+		return Recipe{}, fmt.Errorf("checkpoint %s: state.json: %w", dir, err)
+	}
+	if err := cs.Recipe.Validate(); err != nil {
+		return Recipe{}, fmt.Errorf("checkpoint %s: recipe: %w", dir, err)
+	}
+	return cs.Recipe, nil
+}
+
+// LoadCheckpoint restores everything SaveCheckpoint wrote (after verifying the
+// manifest), so that training continues bit for bit.
+func (t *Trainer) LoadCheckpoint(dir string) error {
+	if _, err := VerifyCheckpoint(dir); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	var cs checkpointState
+	if err := json.Unmarshal(b, &cs); err != nil {
+		return fmt.Errorf("checkpoint %s: state.json: %w", dir, err)
+	}
+	if cs.Recipe.Name != t.rec.Name || cs.Recipe.Mode != t.rec.Mode || cs.Recipe.Teacher != t.rec.Teacher ||
+		cs.Recipe.Student != t.rec.Student || cs.Recipe.Discriminator != t.rec.Discriminator {
+		return fmt.Errorf("checkpoint %s: trained with recipe %q (%s), this run is %q (%s): networks differ",
+			dir, cs.Recipe.Name, cs.Recipe.Mode, t.rec.Name, t.rec.Mode)
+	}
+	for _, nf := range t.netFiles() {
+		if _, err := nf.net.Params().Load(filepath.Join(dir, nf.name+".safetensors"), nn.LoadOptions{}); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+		if nf.opt != nil {
+			p := filepath.Join(dir, "optim_"+nf.name+".safetensors")
+			ts, meta, err := weights.ReadSafetensorsFile(p)
+			if err != nil {
+				return fmt.Errorf("checkpoint: %w", err)
+			}
+			if err := nf.opt.LoadStateTensors(ts, meta); err != nil {
+				return fmt.Errorf("checkpoint %s: %w", p, err)
+			}
+		}
+	}
+	if t.poolA != nil {
+		ts, _, err := weights.ReadSafetensorsFile(filepath.Join(dir, "pools.safetensors"))
+		if err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+		t.poolA.images, t.poolB.images = nil, nil
+		for _, x := range ts {
+			p := t.poolA
+			if strings.HasPrefix(x.Name, "pool_B/") {
+				p = t.poolB
+			}
+			if x.F32 == nil || len(x.Shape) != 3 {
+				return fmt.Errorf("checkpoint %s: pools: tensor %q: want a C×H×W float image", dir, x.Name)
+			}
+			p.images = append(p.images, x.F32)
+			p.shape = append(p.shape[:0], x.Shape...)
+		}
+	}
+	rs, err := hex.DecodeString(cs.RNG)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: rng: %w", dir, err)
+	}
+	pcg := &rand.PCG{}
+	if err := pcg.UnmarshalBinary(rs); err != nil {
+		return fmt.Errorf("checkpoint %s: rng: %w", dir, err)
+	}
+	*t.pcg = *pcg
+	t.state = cs.State
+	return nil
+}
+
+// pruneCheckpoints keeps the newest keep step folders under dir.
+func pruneCheckpoints(dir string, keep int, log *zap.Logger) {
+	cps, err := Checkpoints(dir)
+	if err != nil || len(cps) <= keep {
+		return
+	}
+	for _, c := range cps[keep:] {
+		if err := os.RemoveAll(c); err != nil {
+			log.Warn("cannot remove old checkpoint", zap.String("dir", c), zap.Error(err))
+		}
+	}
+}

@@ -1,0 +1,305 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+
+	"go.uber.org/zap"
+
+	"github.com/crdgo/crdgo/crd/data"
+	"github.com/crdgo/crdgo/crd/metric"
+	"github.com/crdgo/crdgo/crd/model"
+	"github.com/crdgo/crdgo/crd/nn"
+	"github.com/crdgo/crdgo/crd/tensor"
+	"github.com/crdgo/crdgo/crd/weights"
+)
+
+// FIDNet is Inception-v3 as pytorch-fid uses it: (N,2048) pool features of
+// images in [0, 1] (CRD.md §5.7).
+type FIDNet interface {
+	Features(tp *nn.Tape, x01 *nn.Var) *nn.Var
+}
+
+// Scores are one generator's results on the evaluation set. Fields that could
+// not be measured are NaN (no Inception weights; no ground truth).
+type Scores struct {
+	FID     float64 `json:"fid"`
+	KID     float64 `json:"kid"`
+	KIDStd  float64 `json:"kid_std"`
+	PSNR    float64 `json:"psnr"` // dB, images as uint8 (tensor2im), peak 1 on [0,1]
+	SSIM    float64 `json:"ssim"`
+	L1      float64 `json:"l1"` // mean |output − target| on [0,1]
+	Warning string  `json:"warning,omitempty"`
+}
+
+// EvalResult is an evaluation of teacher and student.
+type EvalResult struct {
+	Images  int    `json:"images"`
+	Teacher Scores `json:"teacher"`
+	Student Scores `json:"student"`
+	// RealStats says where the real statistics came from.
+	RealStats string `json:"real_stats,omitempty"`
+}
+
+// Evaluator measures generators on a recipe's evaluation set (CRD.md §7).
+type Evaluator struct {
+	be        tensor.Backend
+	log       *zap.Logger
+	ds        *data.Dataset
+	inception FIDNet
+	paired    bool
+	max       int
+
+	real      *metric.Stats // FID reference statistics, nil without Inception
+	realActs  []float64     // real activations (KID), when computed from images
+	realN     int
+	realFrom  string
+	realFixed bool
+}
+
+// OpenEvalSet opens the recipe's evaluation images: aligned val (pix2pix) or
+// valA paired in order with valB (CycleGAN), evaluation preprocessing.
+func OpenEvalSet(ctx context.Context, root string, r Recipe, log *zap.Logger) (*data.Dataset, error) {
+	dir, err := DatasetDir(root, r)
+	if err != nil {
+		return nil, err
+	}
+	opt := data.Options{CropSize: r.Data.CropSize, LoadSize: r.Data.CropSize, Channels: 3, Eval: true,
+		BtoA: r.Data.Direction == "BtoA", Compat: data.Compat(r.Compat)}
+	if r.Mode == Pix2Pix {
+		return data.OpenAligned(ctx, data.Dir(dir), r.Data.Val, opt, log)
+	}
+	return data.OpenUnaligned(ctx, data.Dir(dir), r.Data.ValA, r.Data.ValB, opt, log)
+}
+
+// DatasetDir finds the recipe's dataset under root (its name or an alias).
+func DatasetDir(root string, r Recipe) (string, error) {
+	for _, name := range append([]string{r.Data.Dataset}, r.Data.Aliases...) {
+		p := filepath.Join(root, name)
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("dataset %q not found under %s (download it as CRD.md §6 says, or pass --data-root)", r.Data.Dataset, root)
+}
+
+// NewEvaluator prepares the evaluation of recipe r. inception may be nil:
+// then only the paired metrics are measured. realStats is an npz with mu and
+// sigma (GAN Compression's real_stat files), or "" to compute the statistics
+// from the real images of the evaluation set.
+func NewEvaluator(ctx context.Context, be tensor.Backend, ds *data.Dataset, r Recipe, inception FIDNet, realStats string, log *zap.Logger) (*Evaluator, error) {
+	e := &Evaluator{be: be, log: log, ds: ds, inception: inception, paired: r.Eval.Paired, max: r.Eval.MaxImages}
+	if inception == nil || realStats == "" {
+		return e, nil
+	}
+	arrs, err := weights.ReadNPZ(realStats)
+	if err != nil {
+		return nil, fmt.Errorf("eval: real statistics: %w", err)
+	}
+	mu, okM := arrs["mu"]
+	sigma, okS := arrs["sigma"]
+	if !okM || !okS || len(mu.Shape) != 1 {
+		return nil, fmt.Errorf("eval: real statistics %s: want arrays mu (D) and sigma (D,D)", realStats)
+	}
+	st, err := metric.StatsFromArrays(mu.Data, sigma.Data, mu.Shape[0])
+	if err != nil {
+		return nil, fmt.Errorf("eval: real statistics %s: %w", realStats, err)
+	}
+	e.real, e.realFrom, e.realFixed = &st, realStats, true
+	return e, nil
+}
+
+// n is the number of images evaluated.
+func (e *Evaluator) n() int {
+	if e.max > 0 {
+		return min(e.max, e.ds.Len())
+	}
+	return e.ds.Len()
+}
+
+// Evaluate runs teacher and student (either may be nil) over the evaluation
+// set in evaluation mode and scores them.
+func (e *Evaluator) Evaluate(ctx context.Context, teacher, student model.Network) (EvalResult, error) {
+	res := EvalResult{Images: e.n(), Teacher: nanScores(), Student: nanScores()}
+	if e.inception != nil && e.real == nil {
+		if err := e.realFromImages(ctx); err != nil {
+			return res, err
+		}
+	}
+	res.RealStats = e.realFrom
+	for _, g := range []struct {
+		net model.Network
+		out *Scores
+	}{{teacher, &res.Teacher}, {student, &res.Student}} {
+		if g.net == nil {
+			continue
+		}
+		s, err := e.score(ctx, g.net)
+		if err != nil {
+			return res, err
+		}
+		*g.out = s
+	}
+	return res, nil
+}
+
+func nanScores() Scores {
+	n := math.NaN()
+	return Scores{FID: n, KID: n, KIDStd: n, PSNR: n, SSIM: n, L1: n}
+}
+
+const evalBatch = 8
+
+// realFromImages computes the FID statistics of the evaluation set's target
+// images (GAN Compression recomputes them this way when no npz exists).
+func (e *Evaluator) realFromImages(ctx context.Context) error {
+	tp := nn.NewTape(e.be)
+	var acts []float64
+	n := e.n()
+	for i := 0; i < n; i += evalBatch {
+		var imgs [][]float32
+		for j := i; j < min(n, i+evalBatch); j++ {
+			ex, err := e.ds.Example(ctx, 0, 0, j)
+			if err != nil {
+				return fmt.Errorf("eval: %w", err)
+			}
+			imgs = append(imgs, ex.B)
+		}
+		acts = append(acts, e.features(tp, imgs, true)...)
+	}
+	st, err := metric.ComputeStats(acts, n, len(acts)/n)
+	if err != nil {
+		return fmt.Errorf("eval: real statistics of %s: %w", e.ds, err)
+	}
+	e.real, e.realActs, e.realN = &st, acts, n
+	e.realFrom = fmt.Sprintf("computed from %d real images of %s", n, e.ds)
+	return nil
+}
+
+// features runs Inception on images in [−1,1] after the tensor2im uint8
+// conversion (truncating generated images, rounding exact real ones).
+func (e *Evaluator) features(tp *nn.Tape, imgs [][]float32, real bool) []float64 {
+	tp.Reset()
+	per := len(imgs[0])
+	side := int(math.Sqrt(float64(per / 3)))
+	x := make([]float32, len(imgs)*per)
+	u := make([]uint8, per)
+	for i, img := range imgs {
+		toUint8(u, img, real)
+		metric.Uint8ToUnit(x[i*per:(i+1)*per], u)
+	}
+	f := e.inception.Features(tp, tp.Input(x, len(imgs), 3, side, side))
+	host := make([]float32, f.Value.Numel())
+	e.be.Download(host, f.Value)
+	out := make([]float64, len(host))
+	for i, v := range host {
+		out[i] = float64(v)
+	}
+	return out
+}
+
+// toUint8 converts [−1,1] to uint8: generated images as tensor2im (truncate),
+// real images by rounding (they came from uint8 exactly).
+func toUint8(dst []uint8, x []float32, round bool) {
+	if !round {
+		metric.ToUint8Truncate(dst, x)
+		return
+	}
+	for i, v := range x {
+		dst[i] = uint8(math.Round(math.Min(255, math.Max(0, float64((v+1)/2*255)))))
+	}
+}
+
+func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) {
+	g.SetTraining(false)
+	defer g.SetTraining(true)
+	tp := nn.NewTape(e.be)
+	ftp := nn.NewTape(e.be)
+	s := nanScores()
+	n := e.n()
+	var psnr, ssim, l1 float64
+	var acts []float64
+	for i := 0; i < n; i += evalBatch {
+		if err := ctx.Err(); err != nil {
+			return s, err
+		}
+		var exs []data.Example
+		for j := i; j < min(n, i+evalBatch); j++ {
+			ex, err := e.ds.Example(ctx, 0, 0, j)
+			if err != nil {
+				return s, fmt.Errorf("eval: %w", err)
+			}
+			exs = append(exs, ex)
+		}
+		outs := Translate(tp, g, exs)
+		if e.paired {
+			for k, ex := range exs {
+				a, b := toUnit(outs[k], false), toUnit(ex.B, true)
+				side := int(math.Sqrt(float64(len(a) / 3)))
+				psnr += metric.PSNR(a, b, 1)
+				ssim += metric.SSIM(a, b, 3, side, side)
+				l1 += metric.MeanAbs(a, b)
+			}
+		}
+		if e.inception != nil {
+			acts = append(acts, e.features(ftp, outs, false)...)
+		}
+	}
+	if e.paired {
+		s.PSNR, s.SSIM, s.L1 = psnr/float64(n), ssim/float64(n), l1/float64(n)
+	}
+	if e.inception != nil {
+		dim := len(acts) / n
+		st, err := metric.ComputeStats(acts, n, dim)
+		if err != nil {
+			return s, fmt.Errorf("eval: %w", err)
+		}
+		fid, warn, err := metric.FrechetDistance(*e.real, st)
+		if err != nil {
+			return s, fmt.Errorf("eval: FID: %w", err)
+		}
+		s.FID, s.Warning = fid, warn
+		if e.realActs != nil {
+			opt := metric.DefaultKIDOptions()
+			if m, sd, err := metric.KID(e.realActs, e.realN, acts, n, dim, opt); err == nil {
+				s.KID, s.KIDStd = m, sd
+			} else if !errors.Is(err, context.Canceled) {
+				e.log.Warn("KID not computed", zap.Error(err))
+			}
+		}
+	}
+	return s, nil
+}
+
+// toUnit maps [−1,1] to [0,1] through uint8 as the evaluation does.
+func toUnit(x []float32, round bool) []float32 {
+	u := make([]uint8, len(x))
+	toUint8(u, x, round)
+	out := make([]float32, len(x))
+	metric.Uint8ToUnit(out, u)
+	return out
+}
+
+// Translate runs g on the A images of exs (one batch) and returns each output
+// (C×H×W in [−1,1]). The caller sets g's training mode.
+func Translate(tp *nn.Tape, g model.Network, exs []data.Example) [][]float32 {
+	tp.Reset()
+	per := len(exs[0].A)
+	side := int(math.Sqrt(float64(per / 3)))
+	x := make([]float32, len(exs)*per)
+	for i, ex := range exs {
+		copy(x[i*per:], ex.A)
+	}
+	y := g.Forward(tp, tp.Input(x, len(exs), 3, side, side))
+	host := make([]float32, y.Value.Numel())
+	tp.Backend().Download(host, y.Value)
+	out := make([][]float32, len(exs))
+	for i := range out {
+		out[i] = host[i*per : (i+1)*per]
+	}
+	return out
+}

@@ -1,0 +1,225 @@
+package train
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/crdgo/crdgo/crd/data"
+	"github.com/crdgo/crdgo/crd/nn"
+)
+
+// Phase is where a CycleGAN run is in its round structure (CRD.md §4.2).
+type Phase string
+
+const (
+	PhaseTeacher Phase = "teacher" // teacher epochs (pix2pix runs stay here)
+	PhaseStudent Phase = "student" // a student round
+)
+
+// State is the trainer's position in its schedule; checkpoints store it.
+type State struct {
+	Step          int         `json:"step"`           // optimizer steps of any kind so far
+	TeacherSteps  int         `json:"teacher_steps"`  // pix2pix: every step; CycleGAN: teacher steps
+	StudentSteps  int         `json:"student_steps"`  // CycleGAN student-round steps
+	Epoch         int         `json:"epoch"`          // completed (teacher) epochs
+	Cursor        data.Cursor `json:"cursor"`         // the training loader's position
+	Phase         Phase       `json:"phase"`          // CycleGAN: teacher epochs or a student round
+	StudentEpochs int         `json:"student_epochs"` // CycleGAN: completed student epochs, all rounds
+	RoundEpochs   int         `json:"round_epochs"`   // CycleGAN: completed epochs of the current round
+	StudentCursor data.Cursor `json:"student_cursor"` // CycleGAN: the student loader's position
+	BestTeacher   float64     `json:"best_teacher"`   // lowest teacher FID so far (0: none yet)
+	BestStudent   float64     `json:"best_student"`   // lowest student FID so far (0: none yet)
+}
+
+// image is one NCHW batch on the host.
+func (t *Trainer) input(x []float32, b *data.Batch) *nn.Var {
+	return t.tp.Input(x, b.N, b.C, b.H, b.W)
+}
+
+// Step runs one training step on the batch at the trainer's position in its
+// schedule: a pix2pix step (D, teacher and student, CRD.md §4.1), or in a
+// CycleGAN run a teacher step or a student step (§4.2). sync (nil in one
+// process) receives each phase's gradients before its optimizer steps.
+func (t *Trainer) Step(ctx context.Context, b *data.Batch, sync GradSync) (Losses, error) {
+	if b == nil || b.N == 0 {
+		return nil, fmt.Errorf("train: step %d: empty batch", t.state.Step+1)
+	}
+	var (
+		l   Losses
+		err error
+	)
+	switch {
+	case t.rec.Mode == Pix2Pix:
+		l, err = t.stepPix2Pix(ctx, b, sync)
+		t.state.TeacherSteps++
+	case t.state.Phase == PhaseStudent:
+		l, err = t.stepCycleStudent(ctx, b, sync)
+		t.state.StudentSteps++
+	default:
+		l, err = t.stepCycleTeacher(ctx, b, sync)
+		t.state.TeacherSteps++
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.state.Step++
+	return l, nil
+}
+
+// stepPix2Pix is CRD.md §4.1: zero all gradients; T = G_T(a), S = G_S(a);
+// every n_dis steps, the D loss on (a, T detached) and (a, b) and the teacher
+// loss through the pre-update D; the student loss against T detached (the
+// pre-update teacher output). All three gradients come from the same
+// pre-update parameters; then each is synchronised and applied.
+func (t *Trainer) stepPix2Pix(ctx context.Context, b *data.Batch, sync GradSync) (Losses, error) {
+	tp := t.tp
+	tp.Reset()
+	n := &t.Nets
+	r := t.rec.Loss
+	a := t.input(b.A, b)
+	real := t.input(b.B, b)
+	n.GT.Params().ZeroGrad()
+	n.D.Params().ZeroGrad()
+	n.S.Params().ZeroGrad()
+	n.D.Params().SetRequiresGrad(true)
+	defer n.D.Params().SetRequiresGrad(true)
+
+	T := n.GT.Forward(tp, a)
+	S := n.S.Forward(tp, a)
+	losses := Losses{}
+	teacher := (t.state.TeacherSteps+1)%t.rec.Schedule.NDis == 0 // the reference's step counts from 1
+	if teacher {
+		// D on fakes first, then reals: the reference's order (batch norm
+		// running statistics update in call order).
+		pf := n.D.Forward(tp, nn.Concat(tp, 1, a, nn.Detach(T)))
+		pr := n.D.Forward(tp, nn.Concat(tp, 1, a, real))
+		lossD := nn.Scale(tp, nn.Add(tp, ganFake(tp, t.ganMode, pf), ganReal(tp, t.ganMode, pr)), 0.5)
+		tp.Backward(lossD)
+		losses["D"] = t.scalar(lossD)
+
+		n.D.Params().SetRequiresGrad(false)
+		pg := n.D.Forward(tp, nn.Concat(tp, 1, a, T))
+		gan := ganGen(tp, t.ganMode, pg)
+		l1 := nn.L1Loss(tp, T, real)
+		lossGT := nn.WeightedSum(tp, []*nn.Var{gan, l1}, []float32{float32(r.GAN), float32(r.Recon)})
+		tp.Backward(lossGT)
+		losses["G_T"], losses["G_T_gan"], losses["G_T_L1"] = t.scalar(lossGT), t.scalar(gan), t.scalar(l1)
+	}
+	n.D.Params().SetRequiresGrad(false)
+	lossS := t.studentLoss(tp, a, S, nn.Detach(T), n.D, true, losses)
+	tp.Backward(lossS)
+
+	var phases []phaseOpt
+	if teacher {
+		phases = append(phases, phaseOpt{"D", opt(t.optD, n.D)}, phaseOpt{"G_T", opt(t.optGT, n.GT)})
+	}
+	phases = append(phases, phaseOpt{"G_S", opt(t.optS, n.S)})
+	if err := t.syncApply(ctx, sync, phases...); err != nil {
+		return nil, err
+	}
+	return losses, nil
+}
+
+// studentLoss is CRD.md §3: the CRD term of S against the detached teacher
+// output T, the VGG style and feature terms when a VGG is loaded, and the GAN
+// term through the frozen discriminator d when its weight is > 0
+// (conditional on a in pix2pix).
+func (t *Trainer) studentLoss(tp *nn.Tape, a, S, T *nn.Var, d interface {
+	Forward(*nn.Tape, *nn.Var) *nn.Var
+}, conditional bool, losses Losses) *nn.Var {
+	lc := t.crdLoss.forward(tp, S, T)
+	terms, ws := []*nn.Var{lc}, []float32{1}
+	losses["S_crd"] = t.scalar(lc)
+	if t.vgg != nil {
+		style, feature := perceptual(tp, t.vgg, S, T, t.styleW, t.featureW)
+		terms, ws = append(terms, style, feature), append(ws, 1, 1)
+		losses["S_style"], losses["S_feature"] = t.scalar(style), t.scalar(feature)
+	}
+	if t.studentGANW > 0 {
+		in := S
+		if conditional {
+			in = nn.Concat(tp, 1, a, S)
+		}
+		g := ganGen(tp, t.ganMode, d.Forward(tp, in))
+		terms, ws = append(terms, g), append(ws, t.studentGANW)
+		losses["S_gan"] = t.scalar(g)
+	}
+	l := nn.WeightedSum(tp, terms, ws)
+	losses["S"] = t.scalar(l)
+	return l
+}
+
+// stepCycleTeacher is one CycleGAN teacher step (CRD.md §2, §4.2): with D_A
+// and D_B frozen, the generators' loss (GAN + cycle + identity) and an Adam
+// step of G_A and G_B; then the discriminators' losses on real images and on
+// the image pools' fakes (computed before the generator update) and an Adam
+// step of D_A and D_B.
+func (t *Trainer) stepCycleTeacher(ctx context.Context, b *data.Batch, sync GradSync) (Losses, error) {
+	tp := t.tp
+	tp.Reset()
+	n := &t.Nets
+	r := t.rec.Loss
+	ra, rb := t.input(b.A, b), t.input(b.B, b)
+	for _, net := range []interface{ ZeroGrad() }{n.GT.Params(), n.GTB.Params(), n.D.Params(), n.DB.Params()} {
+		net.ZeroGrad()
+	}
+	n.D.Params().SetRequiresGrad(false)
+	n.DB.Params().SetRequiresGrad(false)
+
+	fakeB := n.GT.Forward(tp, ra)
+	recA := n.GTB.Forward(tp, fakeB)
+	fakeA := n.GTB.Forward(tp, rb)
+	recB := n.GT.Forward(tp, fakeA)
+	idtA := n.GT.Forward(tp, rb)
+	idtB := n.GTB.Forward(tp, ra)
+	ganA := ganGen(tp, t.ganMode, n.D.Forward(tp, fakeB))
+	ganB := ganGen(tp, t.ganMode, n.DB.Forward(tp, fakeA))
+	cycA, cycB := nn.L1Loss(tp, recA, ra), nn.L1Loss(tp, recB, rb)
+	idA, idB := nn.L1Loss(tp, idtA, rb), nn.L1Loss(tp, idtB, ra)
+	lA, lB, li := float32(r.CycleA), float32(r.CycleB), float32(r.Identity)
+	lossG := nn.WeightedSum(tp, []*nn.Var{ganA, ganB, cycA, cycB, idA, idB}, []float32{1, 1, lA, lB, lB * li, lA * li})
+	tp.Backward(lossG)
+	losses := Losses{"G": t.scalar(lossG), "G_A_gan": t.scalar(ganA), "G_B_gan": t.scalar(ganB),
+		"cycle_A": t.scalar(cycA), "cycle_B": t.scalar(cycB), "idt_A": t.scalar(idA), "idt_B": t.scalar(idB)}
+	if err := t.syncApply(ctx, sync, phaseOpt{"G_A", opt(t.optGT, n.GT)}, phaseOpt{"G_B", opt(t.optGTB, n.GTB)}); err != nil {
+		return nil, err
+	}
+
+	n.D.Params().SetRequiresGrad(true)
+	n.DB.Params().SetRequiresGrad(true)
+	poolB := t.poolB.query(t, fakeB.Value, t.rng)
+	lossDA := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, n.D.Forward(tp, rb)),
+		ganFake(tp, t.ganMode, n.D.Forward(tp, poolB))), 0.5)
+	tp.Backward(lossDA)
+	poolA := t.poolA.query(t, fakeA.Value, t.rng)
+	lossDB := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, n.DB.Forward(tp, ra)),
+		ganFake(tp, t.ganMode, n.DB.Forward(tp, poolA))), 0.5)
+	tp.Backward(lossDB)
+	losses["D_A"], losses["D_B"] = t.scalar(lossDA), t.scalar(lossDB)
+	if err := t.syncApply(ctx, sync, phaseOpt{"D_A", opt(t.optD, n.D)}, phaseOpt{"D_B", opt(t.optDB, n.DB)}); err != nil {
+		return nil, err
+	}
+	return losses, nil
+}
+
+// stepCycleStudent is one student step of a CycleGAN round (CRD.md §3, §4.2):
+// T = best G_A(a), detached; S = G_S(a); the student loss with the GAN term
+// through D_A, frozen for the whole round; an Adam step of G_S only.
+func (t *Trainer) stepCycleStudent(ctx context.Context, b *data.Batch, sync GradSync) (Losses, error) {
+	tp := t.tp
+	tp.Reset()
+	n := &t.Nets
+	a := t.input(b.A, b)
+	n.S.Params().ZeroGrad()
+	n.GTBest.Params().SetRequiresGrad(false)
+	n.D.Params().SetRequiresGrad(false)
+	defer n.D.Params().SetRequiresGrad(true)
+	T := n.GTBest.Forward(tp, a)
+	S := n.S.Forward(tp, a)
+	losses := Losses{}
+	tp.Backward(t.studentLoss(tp, a, S, nn.Detach(T), n.D, false, losses))
+	if err := t.syncApply(ctx, sync, phaseOpt{"G_S", opt(t.optS, n.S)}); err != nil {
+		return nil, err
+	}
+	return losses, nil
+}

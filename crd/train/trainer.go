@@ -1,0 +1,285 @@
+// Package train is CRD's trainer: the teachers' objectives and the student's
+// (CRD.md §2, §3), the step orders of pix2pix and CycleGAN distillation
+// (§4.1, §4.2), recipes, checkpoints, evaluation and reports. One Step
+// computes a phase's gradients, hands each phase's flat gradient buffer to a
+// GradSync hook (a no-op in one process; the distributed system sums buffers
+// across ranks there), then applies Adam, so every replica stays identical.
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+
+	"go.uber.org/zap"
+
+	"github.com/crdgo/crdgo/crd"
+	"github.com/crdgo/crdgo/crd/model"
+	"github.com/crdgo/crdgo/crd/nn"
+	"github.com/crdgo/crdgo/crd/tensor"
+)
+
+// GradSync sums a phase's flat gradient buffer across data-parallel ranks, in
+// place, before the optimizer step; phase names the networks ("D", "G_T",
+// "G_S", …). In one process it is nil or a no-op. The buffer is the
+// ParamSet's gradient storage; it must not be kept after the call returns.
+type GradSync func(ctx context.Context, phase string, grads []float32) error
+
+// Config is one training run: a recipe and the run's own settings.
+type Config struct {
+	Recipe Recipe
+	// DataRoot holds the recipe's dataset folder (DataRoot/<dataset>/…).
+	DataRoot string
+	// OutDir receives checkpoints/, samples/, metrics.jsonl and loss.png.
+	OutDir string
+	// VGG is a VGG16 weights file (torchvision vgg16-397923af.pth or
+	// safetensors). Without it the perceptual terms are off (and the run says so).
+	VGG string
+	// Inception is pytorch-fid's Inception weights file; without it no FID/KID.
+	Inception string
+	// RealStats overrides the recipe's real statistics file (npz).
+	RealStats string
+	// MaxSteps stops training after this many steps (0: the recipe's epochs).
+	MaxSteps int
+	// LogEvery, SampleEvery and CheckpointEvery are in steps (0: defaults).
+	LogEvery, SampleEvery, CheckpointEvery int
+	// KeepCheckpoints is how many step checkpoints to keep (0: 3).
+	KeepCheckpoints int
+	// Workers decode data (0: GOMAXPROCS).
+	Workers int
+	// Progress draws a progress bar on stderr.
+	Progress bool
+}
+
+// Validate checks the run settings (the recipe validates itself on load).
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Recipe.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DataRoot == "" {
+		errs = append(errs, fmt.Errorf("data root: empty: want the folder that holds %q", c.Recipe.Data.Dataset))
+	}
+	if c.OutDir == "" {
+		errs = append(errs, fmt.Errorf("out dir: empty: want a folder for checkpoints and reports"))
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max steps", c.MaxSteps}, {"log every", c.LogEvery}, {"sample every", c.SampleEvery},
+		{"checkpoint every", c.CheckpointEvery}, {"keep checkpoints", c.KeepCheckpoints}, {"workers", c.Workers}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %d: want ≥ 0", f.name, f.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Networks are the models of one distillation run. Unused fields are nil:
+// pix2pix has GT, D and S; CycleGAN adds GTB (G_B), DB (D_B) and GTBest (the
+// best G_A, the teacher of student rounds).
+type Networks struct {
+	GT, GTB, GTBest model.Network
+	D, DB           model.Network
+	S               model.Network
+}
+
+// Trainer runs CRD distillation. It is not safe for concurrent use.
+type Trainer struct {
+	cfg Config
+	rec Recipe
+	be  tensor.Backend
+	log *zap.Logger
+	tp  *nn.Tape
+
+	Nets                          Networks
+	optGT, optGTB, optD, optDB    *nn.Adam
+	optS                          *nn.Adam
+	vgg                           FeatureNet
+	inception                     FIDNet
+	crdLoss                       *crdLoss
+	poolA, poolB                  *imagePool
+	rng                           *rand.Rand // the image pools' draws
+	pcg                           *rand.PCG
+	state                         State
+	ganMode                       GANMode
+	styleW, featureW, studentGANW float32
+}
+
+// Extras are the pretrained networks a run may use; either may be nil.
+type Extras struct {
+	// VGG is the frozen VGG16 of the perceptual terms; nil turns them off.
+	VGG FeatureNet
+	// Inception computes FID and KID; nil leaves only the paired metrics.
+	Inception FIDNet
+}
+
+// New builds the networks of the recipe with seeded weights and their
+// optimizers.
+func New(cfg Config, be tensor.Backend, ext Extras, log *zap.Logger) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := cfg.Recipe
+	t := &Trainer{cfg: cfg, rec: r, be: be, log: log, tp: nn.NewTape(be), vgg: ext.VGG, inception: ext.Inception, ganMode: r.Loss.GANMode}
+	compat, err := crd.ParseCompat(r.Compat)
+	if err != nil {
+		return nil, err
+	}
+	t.crdLoss = &crdLoss{kind: CRDPix2Pix, patch: r.Loss.Patch, compat: compat}
+	if r.Mode == CycleGAN {
+		t.crdLoss.kind = CRDCycleGAN
+	}
+	f := float32(r.Loss.PerceptualFactor)
+	t.styleW, t.featureW = f*float32(r.Loss.Style), f*float32(r.Loss.Feature)
+	t.studentGANW = float32(r.Loss.StudentGAN)
+
+	// Seeded initialisation in a fixed order: teacher(s), discriminator(s), student.
+	rng := rand.New(rand.NewPCG(r.Seed, 0x9e3779b97f4a7c15))
+	var errs []error
+	build := func(who string, spec NetSpec, inC, outC int, init bool) model.Network {
+		n, err := buildNetwork(be, spec, inC, outC)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", who, err))
+			return nil
+		}
+		if init {
+			n.Params().Initialize(rng)
+		}
+		return n
+	}
+	dIn := 3
+	if r.Mode == Pix2Pix {
+		dIn = 6 // conditional: cat(a, ·)
+	}
+	cyc := r.Mode == CycleGAN
+	n := &t.Nets
+	n.GT = build("teacher", r.Teacher, 3, 3, true)
+	if cyc {
+		n.GTB = build("teacher G_B", r.Teacher, 3, 3, true)
+	}
+	n.D = build("discriminator", r.Discriminator, dIn, 1, true)
+	if cyc {
+		n.DB = build("discriminator D_B", r.Discriminator, dIn, 1, true)
+	}
+	n.S = build("student", r.Student, 3, 3, true)
+	if cyc {
+		n.GTBest = build("best teacher", r.Teacher, 3, 3, false)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if n.GTBest != nil {
+		if err := n.GTBest.Params().CopyFrom(n.GT.Params()); err != nil {
+			return nil, err
+		}
+	}
+	s := r.Schedule
+	adam := func(net model.Network) *nn.Adam {
+		if net == nil {
+			return nil
+		}
+		return nn.NewAdam(net.Params(), float32(s.LR), float32(s.Beta1), float32(s.Beta2))
+	}
+	t.optGT, t.optGTB, t.optD, t.optDB, t.optS = adam(n.GT), adam(n.GTB), adam(n.D), adam(n.DB), adam(n.S)
+	t.pcg = rand.NewPCG(r.Seed, 0x51a5e)
+	t.rng = rand.New(t.pcg)
+	if r.Mode == CycleGAN {
+		t.poolA, t.poolB = newImagePool(r.Loss.PoolSize), newImagePool(r.Loss.PoolSize)
+	}
+	t.state = State{Phase: PhaseTeacher}
+	return t, nil
+}
+
+// buildNetwork makes one network of a recipe, unpacked values zero.
+func buildNetwork(be tensor.Backend, spec NetSpec, inC, outC int) (model.Network, error) {
+	norm, err := model.ParseNorm(spec.Norm)
+	if err != nil {
+		return nil, err
+	}
+	switch spec.Arch {
+	case "mobile_resnet_9blocks", "resnet_9blocks":
+		return model.NewResnetGenerator(be, model.ResnetConfig{InC: inC, OutC: outC, NGF: spec.NGF, Blocks: spec.Blocks,
+			Norm: norm, Mobile: spec.Arch == "mobile_resnet_9blocks"})
+	case "patchgan":
+		return model.NewPatchGAN(be, model.PatchGANConfig{InC: inC, NDF: spec.NDF, Layers: spec.Layers, Norm: norm})
+	}
+	return nil, fmt.Errorf("arch %q: not available in this build", spec.Arch)
+}
+
+// Recipe is the trainer's recipe.
+func (t *Trainer) Recipe() Recipe { return t.rec }
+
+// State is the trainer's position in its schedule.
+func (t *Trainer) State() State { return t.state }
+
+// Tape is the trainer's tape (its arena holds the step's memory).
+func (t *Trainer) Tape() *nn.Tape { return t.tp }
+
+// setLR sets the learning rate of every optimizer from the schedule.
+func (t *Trainer) setLR(teacherEpoch, studentEpoch int) {
+	s := t.rec.Schedule
+	lt := float32(s.LR * s.LRFactor(teacherEpoch))
+	for _, o := range []*nn.Adam{t.optGT, t.optGTB, t.optD, t.optDB} {
+		if o != nil {
+			o.LR = lt
+		}
+	}
+	t.optS.LR = float32(s.LR * s.LRFactor(studentEpoch))
+}
+
+// Losses are one step's scalar losses, by name, for logs and metrics.
+type Losses map[string]float64
+
+// scalar downloads a scalar Var.
+func (t *Trainer) scalar(v *nn.Var) float64 {
+	var b [1]float32
+	t.be.Download(b[:], v.Value)
+	return float64(b[0])
+}
+
+// syncApply hands each phase's gradients to sync, then steps its optimizer.
+func (t *Trainer) syncApply(ctx context.Context, sync GradSync, phases ...phaseOpt) error {
+	for _, p := range phases {
+		if sync == nil {
+			continue
+		}
+		g := p.opt.Grads()
+		host := g.Data
+		if host == nil { // a device backend: round trip through the host
+			host = make([]float32, g.Numel())
+			t.be.Download(host, g)
+		}
+		if err := sync(ctx, p.name, host); err != nil {
+			return fmt.Errorf("train: step %d: gradient sync of %s: %w", t.state.Step, p.name, err)
+		}
+		if g.Data == nil {
+			t.be.Upload(g, host)
+		}
+	}
+	for _, p := range phases {
+		p.opt.Step()
+	}
+	return nil
+}
+
+type phaseOpt struct {
+	name string
+	opt  optimizer
+}
+
+// optimizer is an Adam with access to its parameters' gradients.
+type optimizer interface {
+	Step()
+	Grads() *tensor.Tensor
+}
+
+type adamOf struct {
+	*nn.Adam
+	ps *nn.ParamSet
+}
+
+func (a adamOf) Grads() *tensor.Tensor { return a.ps.Grads() }
+
+func opt(a *nn.Adam, n model.Network) optimizer { return adamOf{a, n.Params()} }
