@@ -80,7 +80,10 @@ func convT2DGeom(op string, x, w, b, y *Tensor, p ConvParams) convGeom {
 	}
 	g.cinG, g.coutG = g.cin/g.groups, g.cout/g.groups
 	g.kSize = g.cinG * g.kh * g.kw
-	if ConvOut(oh, kh, g.sh, g.ph, g.dh) != h || ConvOut(ow, kw, g.sw, g.pw, g.dw) != wd {
+	// The forward convolution of y has h rows, or more when the output padding
+	// reaches the stride (PyTorch allows OutPad < max(stride, dilation)): those
+	// extra rows of y are touched by no input pixel and get only the bias.
+	if ConvOut(oh, kh, g.sh, g.ph, g.dh) < h || ConvOut(ow, kw, g.sw, g.pw, g.dw) < wd {
 		panic(fmt.Sprintf("tensor: %s: inconsistent geometry %+v", op, p))
 	}
 	if y != nil {
