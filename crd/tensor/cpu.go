@@ -185,31 +185,41 @@ func (c *CPU) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32
 // gemmGrain is the smallest GEMM (m·n·k multiply-adds) worth splitting.
 const gemmGrain = 1 << 17
 
+// gemmParts is the most blocks a GEMM is split into.
+const gemmParts = 4
+
 // sgemmParallel splits C into row or column blocks, one single-threaded
-// OpenBLAS call per worker. Every element of C is still computed by one call
-// over the whole of k, so the result does not depend on the split.
+// OpenBLAS call per block, and shares the blocks among the workers. The split
+// depends on the shape only, never on the number of workers: OpenBLAS rounds
+// an element of C differently depending on the shape of the call that
+// computes it (its small-matrix and edge kernels), so a split that followed
+// the worker count would make the results depend on it.
 func (c *CPU) sgemmParallel(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, cc []float32, ldc int) {
-	parts := min(c.workers, max(1, m*n*k/gemmGrain))
-	switch {
-	case parts <= 1:
+	parts := min(gemmParts, max(1, m*n*k/gemmGrain))
+	if parts <= 1 {
 		sgemmOpenBLAS(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
-	case m >= n:
-		c.parallelFor(m, (m+parts-1)/parts, func(lo, hi int) {
-			ao := lo * lda // row lo of op(A)
-			if transA {
-				ao = lo
+		return
+	}
+	byRows := m >= n
+	c.parallelFor(parts, 1, func(plo, phi int) {
+		for p := plo; p < phi; p++ {
+			if byRows {
+				lo, hi := p*m/parts, (p+1)*m/parts
+				ao := lo * lda // row lo of op(A)
+				if transA {
+					ao = lo
+				}
+				sgemmOpenBLAS(transA, transB, hi-lo, n, k, alpha, a[ao:], lda, b, ldb, beta, cc[lo*ldc:], ldc)
+				continue
 			}
-			sgemmOpenBLAS(transA, transB, hi-lo, n, k, alpha, a[ao:], lda, b, ldb, beta, cc[lo*ldc:], ldc)
-		})
-	default:
-		c.parallelFor(n, (n+parts-1)/parts, func(lo, hi int) {
+			lo, hi := p*n/parts, (p+1)*n/parts
 			bo := lo // column lo of op(B)
 			if transB {
 				bo = lo * ldb
 			}
 			sgemmOpenBLAS(transA, transB, m, hi-lo, k, alpha, a, lda, b[bo:], ldb, beta, cc[lo:], ldc)
-		})
-	}
+		}
+	})
 }
 
 // MatMul computes c = alpha·op(a)·op(b) + beta·c, 2-D or batched 3-D.
