@@ -306,3 +306,47 @@ func TestRKDGradientAgainstNaive(t *testing.T) {
 		}
 	}
 }
+
+// TestSqDists checks the distance kernel on an odd n that straddles its groups of four: exact
+// zeros for identical vectors, rows of identical vectors equal bit for bit (the polarised
+// numerator (D_ij + D_ik − D_jk)/2 of a zero leg is then exactly 0), exact symmetry, and
+// agreement with a plain sum.
+func TestSqDists(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 0))
+	const n, d = 13, 7
+	x := make([]float64, n*d)
+	for q := range x {
+		x[q] = r.NormFloat64() * 10
+	}
+	dups := [][2]int{{0, 5}, {3, 12}, {7, 8}, {3, 10}}
+	for _, p := range dups {
+		copy(x[p[1]*d:(p[1]+1)*d], x[p[0]*d:(p[0]+1)*d])
+	}
+	D := make([]float64, n*n)
+	sqDists(D, x, n, d)
+	for i := range n {
+		for j := range n {
+			if math.Float64bits(D[i*n+j]) != math.Float64bits(D[j*n+i]) {
+				t.Errorf("D[%d][%d] = %v, D[%d][%d] = %v; want equal bits", i, j, D[i*n+j], j, i, D[j*n+i])
+			}
+			var s float64
+			for c := range d {
+				s += (x[i*d+c] - x[j*d+c]) * (x[i*d+c] - x[j*d+c])
+			}
+			if math.Abs(D[i*n+j]-s) > 1e-14*s {
+				t.Errorf("D[%d][%d] = %.17g; plain sum %.17g", i, j, D[i*n+j], s)
+			}
+		}
+	}
+	for _, p := range dups {
+		a, b := p[0], p[1]
+		if D[a*n+b] != 0 {
+			t.Errorf("D[%d][%d] = %g for identical vectors; want 0", a, b, D[a*n+b])
+		}
+		for k := range n {
+			if math.Float64bits(D[a*n+k]) != math.Float64bits(D[b*n+k]) {
+				t.Errorf("identical vectors %d and %d: D[%d][%d] = %v, D[%d][%d] = %v; want equal bits", a, b, a, k, D[a*n+k], b, k, D[b*n+k])
+			}
+		}
+	}
+}
