@@ -32,6 +32,9 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 		newBenchCmd(g),
 		newLossCmd(g),
 		newDataCmd(g),
+		newTrainCmd(g),
+		newEvalCmd(g),
+		newTranslateCmd(g),
 	)
 	return root
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/crdgo/crdgo/crd/model"
 	"github.com/crdgo/crdgo/crd/nn"
+	"github.com/crdgo/crdgo/crd/tensor"
 	"github.com/crdgo/crdgo/crd/weights"
 )
 
@@ -366,4 +367,58 @@ func pruneCheckpoints(dir string, keep int, log *zap.Logger) {
 			log.Warn("cannot remove old checkpoint", zap.String("dir", c), zap.Error(err))
 		}
 	}
+}
+
+// ResolveCheckpoint accepts a checkpoint folder, a run folder (its newest
+// intact checkpoint) or a run's checkpoints/ folder.
+func ResolveCheckpoint(path string, log *zap.Logger) (string, error) {
+	if _, err := os.Stat(filepath.Join(path, manifestName)); err == nil {
+		return path, nil
+	}
+	for _, dir := range []string{filepath.Join(path, "checkpoints"), path} {
+		cp, err := LatestCheckpoint(dir, log)
+		if err != nil {
+			return "", err
+		}
+		if cp != "" {
+			return cp, nil
+		}
+	}
+	return "", fmt.Errorf("checkpoint %s: no intact checkpoint there (a step-N folder with manifest.json, a run folder, or its checkpoints/)", path)
+}
+
+// Generator names the generator of a checkpoint to load.
+type Generator string
+
+const (
+	TeacherGenerator Generator = "teacher" // teacher_G (pix2pix G_T, CycleGAN G_A)
+	StudentGenerator Generator = "student" // student_G
+)
+
+// LoadGenerator builds the teacher or student generator of the checkpoint's
+// recipe and loads its weights (after verifying the manifest).
+func LoadGenerator(be tensor.Backend, checkpoint string, which Generator) (model.Network, Recipe, error) {
+	if _, err := VerifyCheckpoint(checkpoint); err != nil {
+		return nil, Recipe{}, err
+	}
+	r, err := ReadCheckpointRecipe(checkpoint)
+	if err != nil {
+		return nil, Recipe{}, err
+	}
+	spec, file := r.Student, "student_G"
+	switch which {
+	case StudentGenerator:
+	case TeacherGenerator:
+		spec, file = r.Teacher, "teacher_G"
+	default:
+		return nil, r, fmt.Errorf("generator %q: want teacher or student", which)
+	}
+	g, err := buildNetwork(be, spec, 3, 3)
+	if err != nil {
+		return nil, r, err
+	}
+	if _, err := g.Params().Load(filepath.Join(checkpoint, file+".safetensors"), nn.LoadOptions{}); err != nil {
+		return nil, r, err
+	}
+	return g, r, nil
 }

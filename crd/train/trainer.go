@@ -192,20 +192,15 @@ func New(cfg Config, be tensor.Backend, ext Extras, log *zap.Logger) (*Trainer, 
 	return t, nil
 }
 
-// buildNetwork makes one network of a recipe, unpacked values zero.
+// buildNetwork makes one network of a recipe; its values are zero until
+// initialised or loaded.
 func buildNetwork(be tensor.Backend, spec NetSpec, inC, outC int) (model.Network, error) {
 	norm, err := model.ParseNorm(spec.Norm)
 	if err != nil {
 		return nil, err
 	}
-	switch spec.Arch {
-	case "mobile_resnet_9blocks", "resnet_9blocks":
-		return model.NewResnetGenerator(be, model.ResnetConfig{InC: inC, OutC: outC, NGF: spec.NGF, Blocks: spec.Blocks,
-			Norm: norm, Mobile: spec.Arch == "mobile_resnet_9blocks"})
-	case "patchgan":
-		return model.NewPatchGAN(be, model.PatchGANConfig{InC: inC, NDF: spec.NDF, Layers: spec.Layers, Norm: norm})
-	}
-	return nil, fmt.Errorf("arch %q: not available in this build", spec.Arch)
+	return model.New(be, model.Spec{Arch: spec.Arch, NGF: spec.NGF, NDF: spec.NDF, InC: inC, OutC: outC,
+		Blocks: spec.Blocks, Downs: spec.Downs, Layers: spec.Layers, Norm: norm})
 }
 
 // Recipe is the trainer's recipe.
