@@ -168,7 +168,7 @@ func (w *Workspace) relate(x, y []float32, n, d int, withGrad bool) Relation {
 	// δ_m += Σ_o g_mo.
 	w.m = grow(w.m, nn)
 	m := w.m
-	for j := range n {
+	parallel(n, func(j int) { // each task writes the pairs (j, k ≥ j) and their mirrors
 		for k := j; k < n; k++ {
 			var s float64
 			for t := range tasks {
@@ -177,9 +177,9 @@ func (w *Workspace) relate(x, y []float32, n, d int, withGrad bool) Relation {
 			m[j*n+k] = 2 * cb * s
 			m[k*n+j] = 2 * cb * s
 		}
-	}
+	})
 	cw := 2 * DistanceWeight / (float64(nn) * r.StudentMean)
-	for i := range n {
+	parallel(n, func(i int) { // each task writes row i
 		var delta float64
 		for k := range n {
 			delta += w.gam[i*n+k] - w.eta[k*n+i] - w.eta[i*n+k] + w.gd[i*n+k]
@@ -197,7 +197,7 @@ func (w *Workspace) relate(x, y []float32, n, d int, withGrad bool) Relation {
 			}
 		}
 		m[i*n+i] += delta
-	}
+	})
 
 	// Every row of M sums to 0 (the loss is translation invariant), so M X = M (X − 1x̄ᵀ):
 	// the centred product avoids cancelling against a large common offset.
