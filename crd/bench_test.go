@@ -39,7 +39,6 @@ func BenchmarkCycleGAN(b *testing.B) {
 }
 
 // BenchmarkRKD times one relation, forward and backward, per slice set of a 3×256×256 image.
-// It reports the Gram-form FLOP rate of CRD.md §1.4 (2n²d + 5n³ per side) as a yardstick.
 func BenchmarkRKD(b *testing.B) {
 	for _, c := range []struct {
 		name string
@@ -60,9 +59,6 @@ func BenchmarkRKD(b *testing.B) {
 			for b.Loop() {
 				w.RKD(x, y, c.n, c.d, grad, 1)
 			}
-			n, d := float64(c.n), float64(c.d)
-			flop := 2 * (2*n*n*d + 5*n*n*n)
-			b.ReportMetric(flop*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
 	}
 }
