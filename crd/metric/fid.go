@@ -95,9 +95,12 @@ const (
 // the sum over numpy's eigenvalues of the product agrees to 1e-8.
 //
 // Cost at dim 2048, both full rank: two pivoted Cholesky factorisations, one
-// GEMM and one SVD of a 2048×2048 matrix, a few seconds on 2 cores (see
-// BenchmarkFrechetDistance); with one side from ~119 images the SVD is
-// 2048×118 and the whole call well under a second.
+// GEMM and one SVD of a 2048×2048 matrix: 8.4 s on 2 pinned cores of a Xeon
+// (BenchmarkFrechetDistance), about 70% of it in the bidiagonalisation of the
+// SVD (gonum's serial, memory-bound Dgemv); scipy's sqrtm alone takes ~6 s on
+// 2 cores here. With one side from 119 images (the CycleGAN evaluation) the
+// SVD is 2048×118 and the call takes 1.7 s, mostly the factorisation of the
+// full-rank side.
 func FrechetDistance(s1, s2 Stats) (fid float64, warn string, err error) {
 	if err := s1.validate("fid: stats 1"); err != nil {
 		return 0, "", err
