@@ -189,7 +189,7 @@ func (w *Workspace) Pix2Pix(s, t []float32, shape [4]int, patch int, compat Comp
 func (w *Workspace) combine(fn string, s, t []float32, shape [4]int, p int, compat Compat, weight float64,
 	grad []float32, scale float64) (float64, []ImageTerms) {
 	if err := CheckShape(shape, p, compat); err != nil {
-		panic(fmt.Sprintf("%s: %v", fn, err))
+		panic(fmt.Sprintf("crd: %s: %s", fn, strings.TrimPrefix(err.Error(), "crd: ")))
 	}
 	N, C, H, W := shape[0], shape[1], shape[2], shape[3]
 	img := C * H * W

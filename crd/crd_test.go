@@ -202,3 +202,26 @@ func TestParseCompat(t *testing.T) {
 		t.Errorf("ParseCompat(\"offical\") = nil error")
 	}
 }
+
+func TestCombinationsPanicOnBadInput(t *testing.T) {
+	for name, f := range map[string]func(){
+		"CycleGAN bad shape": func() { CycleGAN(make([]float32, 16), make([]float32, 16), [4]int{1, 1, 4, 4}, 3, nil, 0) },
+		"CycleGAN short s":   func() { CycleGAN(make([]float32, 15), make([]float32, 16), [4]int{1, 1, 4, 4}, 2, nil, 0) },
+		"Pix2Pix short grad": func() {
+			Pix2Pix(make([]float32, 16), make([]float32, 16), [4]int{1, 1, 4, 4}, 2, Intended, make([]float32, 3), 1)
+		},
+		"Pix2Pix official C=1":   func() { Pix2Pix(make([]float32, 16), make([]float32, 16), [4]int{1, 1, 4, 4}, 2, Official, nil, 0) },
+		"Pix2Pix unknown compat": func() { Pix2Pix(make([]float32, 16), make([]float32, 16), [4]int{1, 1, 4, 4}, 2, Compat(2), nil, 0) },
+	} {
+		func() {
+			defer func() {
+				if r := recover(); r == nil {
+					t.Errorf("%s: no panic", name)
+				} else if msg := fmt.Sprint(r); !strings.HasPrefix(msg, "crd: CycleGAN: ") && !strings.HasPrefix(msg, "crd: Pix2Pix: ") {
+					t.Errorf("%s: panic %q does not name the function", name, msg)
+				}
+			}()
+			f()
+		}()
+	}
+}
