@@ -155,6 +155,9 @@ func (l *Loader) stop() {
 // Next returns the next batch, or ErrEpochEnd after an epoch's last batch, or the error
 // that stopped the loader (a cancelled ctx only ends this wait; the loader can go on).
 func (l *Loader) Next(ctx context.Context) (Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return Batch{}, err // before the select, which might otherwise take a ready batch
+	}
 	if l.run == nil {
 		l.run = l.start(l.cursor)
 	}
@@ -162,8 +165,9 @@ func (l *Loader) Next(ctx context.Context) (Batch, error) {
 	case <-ctx.Done():
 		return Batch{}, ctx.Err()
 	case it, ok := <-l.run.out:
-		if !ok { // the pipeline ended without saying why: it was stopped, which Next never does
-			return Batch{}, fmt.Errorf("data: loader for %s: pipeline stopped", l.d)
+		if !ok { // the pipeline ended without an item, which only stop should cause
+			l.stop()
+			return Batch{}, fmt.Errorf("data: loader for %s: pipeline stopped unexpectedly at epoch %d pos %d", l.d, l.cursor.Epoch, l.cursor.Pos)
 		}
 		if it.err != nil {
 			for _, sk := range it.skipped {
