@@ -75,9 +75,10 @@ type LoaderStats struct {
 // workers, on timing, or on where the loader was started: Seek(c) followed by Next gives
 // what a loader that got to c by calling Next would give.
 //
-// An example whose image cannot be read is skipped: the loader logs the file (once per
-// file at warn level, then at debug), counts it in Stats().Skipped, and fills the batch
-// from the next positions. An epoch in which no example can be read is an error.
+// An example whose image cannot be read is skipped: the loader logs the file (at warn
+// level the first time for each of the first 20 such files, otherwise at debug), counts
+// it in Stats().Skipped, and fills the batch from the next positions. An epoch in which
+// no example can be read is an error.
 //
 // Next, Seek, Cursor and Close must not be called concurrently; Stats may be called from
 // any goroutine. Close stops and waits for the goroutines.
