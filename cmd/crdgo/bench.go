@@ -11,6 +11,8 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	}
 	cmd.AddCommand(
 		newBenchEngineCmd(g),
+		newBenchAllreduceCmd(g),
+		newBenchStepCmd(g),
 	)
 	return cmd
 }
