@@ -33,6 +33,15 @@ func PrepareData(ctx context.Context, root string, r Recipe, progress io.Writer,
 	}
 	dir := filepath.Join(root, r.Data.Dataset)
 	cfg := synthConfig(r)
+	if _, err := os.Stat(filepath.Join(dir, "synth.json")); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(dir); err == nil {
+			// An interrupted generation (synth.json is written last): start over.
+			log.Warn("removing an incomplete synthetic dataset", zap.String("dir", dir))
+			if err := os.RemoveAll(dir); err != nil {
+				return "", fmt.Errorf("remove incomplete synthetic dataset: %w", err)
+			}
+		}
+	}
 	log.Info("generating synthetic dataset", zap.String("dir", dir), zap.String("kind", cfg.Kind),
 		zap.Int("size", cfg.Size), zap.Int("n", cfg.N), zap.Int("n_test", cfg.NTest))
 	total := cfg.N + cfg.NTest
