@@ -35,6 +35,7 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 		newTrainCmd(g),
 		newEvalCmd(g),
 		newTranslateCmd(g),
+		newModelCmd(g),
 	)
 	return root
 }
