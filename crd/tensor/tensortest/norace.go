@@ -1,0 +1,5 @@
+//go:build !race
+
+package tensortest
+
+const raceEnabled = false
