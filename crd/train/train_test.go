@@ -2,12 +2,16 @@ package train
 
 import (
 	"context"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/crdgo/crdgo/crd/metric"
+	"github.com/crdgo/crdgo/crd/model"
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
@@ -108,5 +112,59 @@ func TestResumeIsBitExact(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPerceptualAndFIDPlumbing runs a few steps with a VGG16 and evaluates
+// with an Inception, both with random weights: it checks the wiring (shapes,
+// frozen networks, the evaluation path), not perceptual quality.
+func TestPerceptualAndFIDPlumbing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Inception at 299×299 on the CPU: skipped with -short")
+	}
+	r := tinyRecipe(t, "demo")
+	r.Data.Synth.NTest = 3
+	root, out := t.TempDir(), t.TempDir()
+	log := zaptest.NewLogger(t)
+	ctx := context.Background()
+	if _, err := PrepareData(ctx, root, r, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	be := tensor.NewCPU(tensor.DefaultCPUKind(), 2)
+	vgg := model.NewVGG16(be)
+	vgg.Params().Initialize(rand.New(rand.NewPCG(1, 1)))
+	inc := model.NewInception(be)
+	inc.Params().Initialize(rand.New(rand.NewPCG(2, 1)))
+	tr, err := New(Config{Recipe: r, DataRoot: root, OutDir: out, MaxSteps: 2, Workers: 1}, be, Extras{VGG: vgg, Inception: inc}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := tr.Run(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := sum.Eval
+	if e == nil || math.IsNaN(e.Student.FID) || math.IsNaN(e.Teacher.FID) || e.Student.FID < 0 {
+		t.Fatalf("eval = %+v; want FIDs", e)
+	}
+	// FID of the real images against their own statistics is ~0.
+	ds, err := OpenEvalSet(ctx, root, r, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := NewEvaluator(ctx, be, ds, r, inc, "", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.realFromImages(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fid, _, err := metric.FrechetDistance(*ev.real, *ev.real)
+	tr := 0.0 // the scale of FID's terms: tr Σ (random weights give huge features)
+	for i := range ev.real.Dim {
+		tr += ev.real.Sigma[i*ev.real.Dim+i]
+	}
+	if err != nil || math.Abs(fid) > 1e-9*tr {
+		t.Fatalf("FID(real, real) = %g (tr Σ = %g), %v; want ~0", fid, tr, err)
 	}
 }
