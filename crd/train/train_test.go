@@ -160,11 +160,11 @@ func TestPerceptualAndFIDPlumbing(t *testing.T) {
 		t.Fatal(err)
 	}
 	fid, _, err := metric.FrechetDistance(*ev.real, *ev.real)
-	tr := 0.0 // the scale of FID's terms: tr Σ (random weights give huge features)
+	trace := 0.0 // the scale of FID's terms: tr Σ (random weights give huge features)
 	for i := range ev.real.Dim {
-		tr += ev.real.Sigma[i*ev.real.Dim+i]
+		trace += ev.real.Sigma[i*ev.real.Dim+i]
 	}
-	if err != nil || math.Abs(fid) > 1e-9*tr {
-		t.Fatalf("FID(real, real) = %g (tr Σ = %g), %v; want ~0", fid, tr, err)
+	if err != nil || math.Abs(fid) > 1e-9*trace {
+		t.Fatalf("FID(real, real) = %g (tr Σ = %g), %v; want ~0", fid, trace, err)
 	}
 }
