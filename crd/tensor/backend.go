@@ -11,8 +11,10 @@ package tensor
 //     panics with the op name and the shapes when they do not fit (a bug, never
 //     outside input).
 //   - Forward kernels overwrite their outputs. Backward kernels ADD into the input
-//     gradients they are given (dx += …), because one tensor may feed several ops;
-//     a nil gradient argument means "not wanted" and its work is skipped.
+//     gradients they are given (dx += …), because one tensor may feed several ops.
+//     Kernels with several gradient outputs (Conv2DBackward, InstanceNormBackward,
+//     BinaryBackward, …) skip the work of a nil one ("not wanted"); kernels with
+//     one gradient output require it.
 //   - Tensors passed to one call do not overlap, except where a kernel says so.
 //   - Images are NCHW; per-channel vectors (bias, γ, β) have shape (C).
 type Backend interface {
