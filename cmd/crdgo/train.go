@@ -122,7 +122,7 @@ extrapolation, not part of the CRD release). --recipe also takes a YAML file.`,
 	fl.StringVar(&f.dataRoot, "data-root", "data", "folder holding the datasets (synthetic ones are generated here)")
 	fl.StringVar(&f.out, "out", "", "run folder for checkpoints and reports (default runs/<recipe>)")
 	fl.IntVar(&f.maxSteps, "max-steps", 0, "stop after this many steps (0: the recipe's epochs)")
-	fl.BoolVar(&f.resume, "resume", false, "continue from the newest intact checkpoint in the run folder")
+	fl.BoolVar(&f.resume, "resume", false, "continue from the newest intact checkpoint in the run folder (start from scratch if there is none)")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "no progress bar")
 	fl.IntVar(&f.logEvery, "log-every", 10, "steps between metrics.jsonl lines")
 	fl.IntVar(&f.sampleEvery, "sample-every", 200, "steps between sample grids and loss plots")
@@ -182,12 +182,13 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 			return err
 		}
 		if cp == "" {
-			return fmt.Errorf("--resume: no intact checkpoint under %s", ckDir)
+			log.Info("no checkpoint to resume from yet: starting from step 0", zap.String("dir", ckDir))
+		} else {
+			if err := tr.LoadCheckpoint(cp); err != nil {
+				return err
+			}
+			log.Info("resumed", zap.String("checkpoint", cp), zap.Int("step", tr.State().Step), zap.Int("epoch", tr.State().Epoch))
 		}
-		if err := tr.LoadCheckpoint(cp); err != nil {
-			return err
-		}
-		log.Info("resumed", zap.String("checkpoint", cp), zap.Int("step", tr.State().Step), zap.Int("epoch", tr.State().Epoch))
 	}
 	sum, err := tr.Run(ctx, nil, progress)
 	if errors.Is(err, context.Canceled) {
