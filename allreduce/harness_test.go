@@ -22,14 +22,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // as separate processes would have; t.Cleanup releases them.
 type transportCase struct {
 	name string
-	make func(t *testing.T, n int) []Transport
+	make func(t testing.TB, n int) []Transport
 }
 
 // transportCases is every transport: each test runs against all of them, as
 // hashicorp/raft's transport tests do.
 func transportCases() []transportCase {
 	return []transportCase{
-		{"mem", func(t *testing.T, n int) []Transport {
+		{"mem", func(t testing.TB, n int) []Transport {
 			net := NewMemNetwork(4)
 			ts := make([]Transport, n)
 			for i := range ts {
@@ -42,7 +42,7 @@ func transportCases() []transportCase {
 			})
 			return ts
 		}},
-		{"tcp", func(t *testing.T, n int) []Transport {
+		{"tcp", func(t testing.TB, n int) []Transport {
 			s := startNATS(t, natsd.Config{})
 			ts := make([]Transport, n)
 			for i := range ts {
@@ -55,7 +55,7 @@ func transportCases() []transportCase {
 			}
 			return ts
 		}},
-		{"nats", func(t *testing.T, n int) []Transport {
+		{"nats", func(t testing.TB, n int) []Transport {
 			s := startNATS(t, natsd.Config{})
 			ts := make([]Transport, n)
 			for i := range ts {
@@ -63,7 +63,7 @@ func transportCases() []transportCase {
 			}
 			return ts
 		}},
-		{"nats-cluster", func(t *testing.T, n int) []Transport {
+		{"nats-cluster", func(t testing.TB, n int) []Transport {
 			servers := startCluster(t, min(n, 3))
 			ts := make([]Transport, n)
 			for i := range ts {
@@ -79,11 +79,11 @@ func transportCases() []transportCase {
 	}
 }
 
-func testLogger(t *testing.T) *zap.Logger {
+func testLogger(t testing.TB) *zap.Logger {
 	return zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 }
 
-func startNATS(t *testing.T, over natsd.Config) *natsd.Server {
+func startNATS(t testing.TB, over natsd.Config) *natsd.Server {
 	t.Helper()
 	cfg := natsd.DefaultConfig()
 	cfg.Name, cfg.Cluster = over.Name, over.Cluster
@@ -96,7 +96,7 @@ func startNATS(t *testing.T, over natsd.Config) *natsd.Server {
 }
 
 // startCluster starts n servers routed into one cluster and waits for the full mesh.
-func startCluster(t *testing.T, n int) []*natsd.Server {
+func startCluster(t testing.TB, n int) []*natsd.Server {
 	t.Helper()
 	var servers []*natsd.Server
 	for i := range n {
@@ -117,7 +117,7 @@ func startCluster(t *testing.T, n int) []*natsd.Server {
 	return servers
 }
 
-func connectNATS(t *testing.T, url string) *nats.Conn {
+func connectNATS(t testing.TB, url string) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -127,7 +127,7 @@ func connectNATS(t *testing.T, url string) *nats.Conn {
 	return nc
 }
 
-func newNATSTransport(t *testing.T, nc *nats.Conn, window int) *NATS {
+func newNATSTransport(t testing.TB, nc *nats.Conn, window int) *NATS {
 	t.Helper()
 	tr, err := NewNATS(nc, NATSConfig{Window: window}, testLogger(t))
 	if err != nil {
@@ -150,7 +150,7 @@ func hostNames(n int) []string {
 	return hosts
 }
 
-func newRing(t *testing.T, ts []Transport, cfg Config, gen uint64) *testRing {
+func newRing(t testing.TB, ts []Transport, cfg Config, gen uint64) *testRing {
 	t.Helper()
 	rg := &testRing{hosts: hostNames(len(ts))}
 	for i, tr := range ts {
@@ -169,7 +169,7 @@ func newRing(t *testing.T, ts []Transport, cfg Config, gen uint64) *testRing {
 	return rg
 }
 
-func (rg *testRing) join(t *testing.T, gen uint64) {
+func (rg *testRing) join(t testing.TB, gen uint64) {
 	t.Helper()
 	for i, r := range rg.reducers {
 		if err := r.Join(context.Background(), Group{Job: "test", Gen: gen, Rank: i, Hosts: rg.hosts}); err != nil {
@@ -227,7 +227,7 @@ func randomInputs(rng *rand.Rand, world, n int) [][]float32 {
 func newQuickRand() *mathrand.Rand { return mathrand.New(mathrand.NewSource(1)) }
 
 // waitFor polls cond until it holds; the test fails naming what it waited for.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(timeout)
 	tick := time.NewTicker(5 * time.Millisecond)

@@ -24,7 +24,8 @@ type memKey struct {
 
 type memQueue struct {
 	ch   chan []byte
-	refs int // ends attached: the sender's link and the receiver's link
+	free chan []byte // frames the receiver is done with, for the sender to reuse
+	refs int         // ends attached: the sender's link and the receiver's link
 }
 
 // NewMemNetwork returns an empty network whose links hold window frames (>= 1).
@@ -33,16 +34,16 @@ func NewMemNetwork(window int) *MemNetwork {
 }
 
 // attach returns the queue of k, creating it, and counts one more end on it.
-func (m *MemNetwork) attach(k memKey) chan []byte {
+func (m *MemNetwork) attach(k memKey) *memQueue {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	q := m.links[k]
 	if q == nil {
-		q = &memQueue{ch: make(chan []byte, m.window)}
+		q = &memQueue{ch: make(chan []byte, m.window), free: make(chan []byte, m.window+1)}
 		m.links[k] = q
 	}
 	q.refs++
-	return q.ch
+	return q
 }
 
 // detach drops one end of k; the queue and the frames in it go with the last end.
@@ -74,24 +75,28 @@ func (m *MemNetwork) Open(ctx context.Context, g Group, frameBytes int) (Link, e
 		in:     memKey{g.Job, g.Gen, g.Left(), g.Rank},
 		closed: make(chan struct{}),
 	}
-	l.outCh, l.inCh = m.attach(l.out), m.attach(l.in)
+	l.outQ, l.inQ = m.attach(l.out), m.attach(l.in)
 	return l, nil
 }
 
 type memLink struct {
-	net         *MemNetwork
-	out, in     memKey
-	outCh, inCh chan []byte
-	closeOnce   sync.Once
-	closed      chan struct{}
+	net       *MemNetwork
+	out, in   memKey
+	outQ, inQ *memQueue
+	last      []byte // the frame Recv returned last, recycled by the next Recv
+	closeOnce sync.Once
+	closed    chan struct{}
 }
 
 func (l *memLink) Send(ctx context.Context, hdr, payload []byte) error {
-	frame := make([]byte, len(hdr)+len(payload))
-	copy(frame, hdr)
-	copy(frame[len(hdr):], payload)
+	var frame []byte
 	select {
-	case l.outCh <- frame:
+	case frame = <-l.outQ.free:
+	default:
+	}
+	frame = append(append(frame[:0], hdr...), payload...)
+	select {
+	case l.outQ.ch <- frame:
 		return nil
 	case <-l.closed:
 		return fmt.Errorf("mem link to rank %d: %w", l.out.to, ErrClosed)
@@ -101,8 +106,16 @@ func (l *memLink) Send(ctx context.Context, hdr, payload []byte) error {
 }
 
 func (l *memLink) Recv(ctx context.Context) ([]byte, error) {
+	if l.last != nil {
+		select {
+		case l.inQ.free <- l.last:
+		default:
+		}
+		l.last = nil
+	}
 	select {
-	case f := <-l.inCh:
+	case f := <-l.inQ.ch:
+		l.last = f
 		return f, nil
 	case <-l.closed:
 		return nil, fmt.Errorf("mem link from rank %d: %w", l.in.from, ErrClosed)

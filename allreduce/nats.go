@@ -101,6 +101,9 @@ func (t *NATS) Open(ctx context.Context, g Group, frameBytes int) (Link, error) 
 	return l, nil
 }
 
+// closeFlushTimeout bounds the flush of a closing link.
+const closeFlushTimeout = time.Second
+
 type natsLink struct {
 	t      *NATS
 	nc     *nats.Conn
@@ -265,6 +268,13 @@ func (l *natsLink) Close() error {
 	var errs []error
 	l.closeOnce.Do(func() {
 		close(l.closed)
+		// Hand the frames still in the client's buffer to the server: a process
+		// that closes right after its last operation would lose them.
+		ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
+		if err := l.nc.FlushWithContext(ctx); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, fmt.Errorf("nats: flush on close: %w", err))
+		}
+		cancel()
 		for _, s := range []*nats.Subscription{l.data, l.credit, l.hello} {
 			if s == nil {
 				continue

@@ -27,6 +27,11 @@ import (
 //
 // Operations are serialised: a call waits for the one in flight. Join and Close may
 // be called at any time, from any goroutine; they abort the operation in flight.
+//
+// An operation returns when this rank has its result; its last frames may still be
+// on their way to its right neighbour. A process must not exit right after an
+// operation before its peers have their results too (the coordinator's commit of
+// the step, or any barrier, says so).
 type Reducer struct {
 	t   Transport
 	cfg Config
