@@ -24,10 +24,8 @@ deps:
 build: deps
 	$(GO) build -o $(BIN) ./cmd/crdgo
 
-# The main job: the demo recipe (synthetic edges2shapes, generated on first use)
-# into runs/demo. Interrupted? Run it again: it resumes from the newest checkpoint.
 run: build
-	$(BIN) train --recipe demo --data-root data --out runs/demo --resume
+	$(BIN) bench engine
 
 vet:
 	$(GO) vet $(PKGS)
