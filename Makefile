@@ -24,8 +24,10 @@ deps:
 build: deps
 	$(GO) build -o $(BIN) ./cmd/crdgo
 
+# The main job: the demo recipe (synthetic edges2shapes, generated on first use)
+# into runs/demo. Interrupted? Run it again: it resumes from the newest checkpoint.
 run: build
-	$(BIN) bench engine
+	$(BIN) train --recipe demo --data-root data --out runs/demo --resume
 
 vet:
 	$(GO) vet $(PKGS)

@@ -12,7 +12,6 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	cmd.AddCommand(
 		newBenchEngineCmd(g),
 		newBenchAllreduceCmd(g),
-		newBenchAllreduceCmd(g),
 		newBenchStepCmd(g),
 	)
 	return cmd
