@@ -45,7 +45,8 @@
 //
 // Scratch memory is about 15 n² + 4 n·d float64 per relation (≈ 14 MB for the 256×256
 // recipe); a Workspace keeps it between calls. At 256×256 one CycleGAN call, teacher and
-// student sides, forward and backward, takes ≈ 60 ms on two cores (BenchmarkCycleGAN).
+// student sides, forward and backward, costs ≈ 100 ms of CPU time (AMD EPYC, float64 scalar
+// code): ≈ 60 ms wall on two otherwise idle cores (BenchmarkCycleGAN).
 //
 // # Combinations (§1.3, §9)
 //
