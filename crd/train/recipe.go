@@ -105,6 +105,12 @@ type LossRecipe struct {
 	Feature          float64 `yaml:"feature"`
 	PerceptualFactor float64 `yaml:"perceptual_factor"`
 	StudentGAN       float64 `yaml:"student_gan"`
+	// OutputL1 weighs mean|S − T|, an output-distillation term that is not
+	// part of CRD (0 in every paper recipe). CRD's relations are invariant to a
+	// global affine change of intensity; without VGG weights nothing else
+	// anchors the student's colours, so the demo recipes use it in place of the
+	// perceptual terms.
+	OutputL1 float64 `yaml:"output_l1"`
 }
 
 // Schedule is the optimisation schedule (CRD.md §4).
@@ -265,7 +271,7 @@ func (r Recipe) Validate() error {
 		v    float64
 	}{{"loss.lambda_recon", l.Recon}, {"loss.lambda_gan", l.GAN}, {"loss.lambda_a", l.CycleA}, {"loss.lambda_b", l.CycleB},
 		{"loss.lambda_identity", l.Identity}, {"loss.style", l.Style}, {"loss.feature", l.Feature},
-		{"loss.perceptual_factor", l.PerceptualFactor}, {"loss.student_gan", l.StudentGAN}} {
+		{"loss.perceptual_factor", l.PerceptualFactor}, {"loss.student_gan", l.StudentGAN}, {"loss.output_l1", l.OutputL1}} {
 		floatIn(f.name, f.v, 0, 1e9)
 	}
 	intIn("loss.pool_size", l.PoolSize, 0, 100_000)

@@ -123,7 +123,8 @@ func (t *Trainer) stepPix2Pix(ctx context.Context, b *data.Batch, sync GradSync)
 // studentLoss is CRD.md §3: the CRD term of S against the detached teacher
 // output T, the VGG style and feature terms when a VGG is loaded, and the GAN
 // term through the frozen discriminator d when its weight is > 0
-// (conditional on a in pix2pix).
+// (conditional on a in pix2pix); plus the recipe's output L1 term, if any
+// (not part of CRD: the demo recipes' anchor in place of the VGG terms).
 func (t *Trainer) studentLoss(tp *nn.Tape, a, S, T *nn.Var, d interface {
 	Forward(*nn.Tape, *nn.Var) *nn.Var
 }, conditional bool, losses Losses) *nn.Var {
@@ -134,6 +135,11 @@ func (t *Trainer) studentLoss(tp *nn.Tape, a, S, T *nn.Var, d interface {
 		style, feature := perceptual(tp, t.vgg, S, T, t.styleW, t.featureW)
 		terms, ws = append(terms, style, feature), append(ws, 1, 1)
 		losses["S_style"], losses["S_feature"] = t.scalar(style), t.scalar(feature)
+	}
+	if t.outputL1W > 0 {
+		l1 := nn.L1Loss(tp, S, T)
+		terms, ws = append(terms, l1), append(ws, t.outputL1W)
+		losses["S_L1"] = t.scalar(l1)
 	}
 	if t.studentGANW > 0 {
 		in := S

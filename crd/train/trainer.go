@@ -105,6 +105,7 @@ type Trainer struct {
 	state                         State
 	ganMode                       GANMode
 	styleW, featureW, studentGANW float32
+	outputL1W                     float32
 }
 
 // Extras are the pretrained networks a run may use; either may be nil.
@@ -134,6 +135,7 @@ func New(cfg Config, be tensor.Backend, ext Extras, log *zap.Logger) (*Trainer, 
 	f := float32(r.Loss.PerceptualFactor)
 	t.styleW, t.featureW = f*float32(r.Loss.Style), f*float32(r.Loss.Feature)
 	t.studentGANW = float32(r.Loss.StudentGAN)
+	t.outputL1W = float32(r.Loss.OutputL1)
 
 	// Seeded initialisation in a fixed order: teacher(s), discriminator(s), student.
 	rng := rand.New(rand.NewPCG(r.Seed, 0x9e3779b97f4a7c15))
