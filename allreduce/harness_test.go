@@ -59,7 +59,15 @@ func transportCases() []transportCase {
 			s := startNATS(t, natsd.Config{})
 			ts := make([]Transport, n)
 			for i := range ts {
-				ts[i] = newNATSTransport(t, connectNATS(t, s.ClientURL()), 4)
+				ts[i] = newNATSTransport(t, 4, connectNATS(t, s.ClientURL()))
+			}
+			return ts
+		}},
+		{"nats-lanes", func(t testing.TB, n int) []Transport {
+			s := startNATS(t, natsd.Config{})
+			ts := make([]Transport, n)
+			for i := range ts {
+				ts[i] = newNATSTransport(t, 2, connectNATS(t, s.ClientURL()), connectNATS(t, s.ClientURL()), connectNATS(t, s.ClientURL()))
 			}
 			return ts
 		}},
@@ -72,7 +80,7 @@ func transportCases() []transportCase {
 					t.Fatal(err)
 				}
 				t.Cleanup(nc.Close)
-				ts[i] = newNATSTransport(t, nc, 4)
+				ts[i] = newNATSTransport(t, 4, nc)
 			}
 			return ts
 		}},
@@ -127,9 +135,9 @@ func connectNATS(t testing.TB, url string) *nats.Conn {
 	return nc
 }
 
-func newNATSTransport(t testing.TB, nc *nats.Conn, window int) *NATS {
+func newNATSTransport(t testing.TB, window int, conns ...*nats.Conn) *NATS {
 	t.Helper()
-	tr, err := NewNATS(nc, NATSConfig{Window: window}, testLogger(t))
+	tr, err := NewNATS(conns, NATSConfig{Window: window}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

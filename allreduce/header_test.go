@@ -103,7 +103,7 @@ func TestJudge(t *testing.T) {
 func TestControlRoundTrip(t *testing.T) {
 	for _, m := range []ctlMsg{
 		{Kind: ctlHello, From: 1, To: 2, Job: 3, Gen: 4},
-		{Kind: ctlGrant, From: 2, To: 1, Job: 3, Gen: 4, Value: 99},
+		{Kind: ctlGrant, From: 2, To: 1, Lane: 5, Job: 3, Gen: 4, Value: 99},
 		{Kind: ctlAddr, From: 2, To: 1, Job: 3, Gen: 4, Addr: "10.0.0.1:7001"},
 	} {
 		got, err := decodeCtl(m.encode())

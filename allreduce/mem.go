@@ -88,7 +88,10 @@ type memLink struct {
 	closed    chan struct{}
 }
 
-func (l *memLink) Send(ctx context.Context, hdr, payload []byte) error {
+// Lanes implements Link: one channel per link.
+func (l *memLink) Lanes() int { return 1 }
+
+func (l *memLink) Send(ctx context.Context, _ int, hdr, payload []byte) error {
 	var frame []byte
 	select {
 	case frame = <-l.outQ.free:
@@ -105,7 +108,7 @@ func (l *memLink) Send(ctx context.Context, hdr, payload []byte) error {
 	}
 }
 
-func (l *memLink) Recv(ctx context.Context) ([]byte, error) {
+func (l *memLink) Recv(ctx context.Context, _ int) ([]byte, error) {
 	if l.last != nil {
 		select {
 		case l.inQ.free <- l.last:

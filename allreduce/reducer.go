@@ -56,8 +56,8 @@ type generation struct {
 	link  Link
 	log   *zap.Logger
 	job   uint64
-	next  uint64 // number of the next operation
-	stash []byte // a frame of a later operation, read while an earlier one failed
+	next  uint64   // number of the next operation
+	stash [][]byte // per lane, a frame of a later operation read while an earlier one failed
 }
 
 // New returns a Reducer over t. It has no group until Join.
@@ -115,7 +115,7 @@ func (r *Reducer) Join(ctx context.Context, g Group) error {
 		link.Close()
 		return fmt.Errorf("allreduce: join gen %d: %w: superseded while opening links", g.Gen, ErrStaleGeneration)
 	}
-	r.cur = &generation{group: g, link: link, log: log, job: nameHash(g.Job)}
+	r.cur = &generation{group: g, link: link, log: log, job: nameHash(g.Job), stash: make([][]byte, link.Lanes())}
 	r.mu.Unlock()
 	log.Info("joined generation", zap.Int("world", g.World()), zap.String("left", g.Hosts[g.Left()]), zap.String("right", g.Hosts[g.Right()]))
 	return nil
@@ -273,7 +273,8 @@ func (r *Reducer) sendLoop(ctx context.Context, gen *generation, p Plan, base He
 	if !littleEndian {
 		scratch = make([]byte, r.cfg.ChunkBytes)
 	}
-	for range total {
+	lanes := gen.link.Lanes()
+	for seq := range total {
 		var c chunkRef
 		select {
 		case c = <-queue:
@@ -286,7 +287,7 @@ func (r *Reducer) sendLoop(ctx context.Context, gen *generation, p Plan, base He
 		h.RingStep, h.Chunk, h.Count = uint16(c.k), uint32(c.j), uint32(hi-lo)
 		PutHeader(hdr, h)
 		wctx, cancel := context.WithTimeout(ctx, r.cfg.RingTimeout)
-		err := gen.link.Send(wctx, hdr, wireBytes(buf[lo:hi], scratch))
+		err := gen.link.Send(wctx, seq%lanes, hdr, wireBytes(buf[lo:hi], scratch))
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -304,15 +305,18 @@ func (r *Reducer) recvLoop(ctx context.Context, gen *generation, p Plan, base He
 	g := gen.group
 	want := base
 	want.From, want.To = uint16(g.Left()), uint16(g.Rank)
+	lanes, seq := gen.link.Lanes(), 0
 	for k := range p.Steps() {
 		s := p.RecvSeg(g.Rank, k)
 		for j := range p.Chunks(s) {
 			lo, hi := p.ChunkRange(s, j)
 			want.RingStep, want.Chunk, want.Count = uint16(k), uint32(j), uint32(hi-lo)
-			payload, err := r.recvFrame(ctx, gen, want)
+			// The i-th frame of an operation travels on lane i mod lanes.
+			payload, err := r.recvFrame(ctx, gen, seq%lanes, want)
 			if err != nil {
 				return err
 			}
+			seq++
 			if p.Reduces(k) {
 				addWire(buf[lo:hi], payload)
 			} else {
@@ -332,7 +336,7 @@ func (r *Reducer) recvLoop(ctx context.Context, gen *generation, p Plan, base He
 // something else (another job, an older generation or operation) are dropped and
 // counted; a frame that contradicts want fails the operation. The whole wait,
 // dropped frames included, is bounded by the ring timeout.
-func (r *Reducer) recvFrame(ctx context.Context, gen *generation, want Header) ([]byte, error) {
+func (r *Reducer) recvFrame(ctx context.Context, gen *generation, lane int, want Header) ([]byte, error) {
 	g := gen.group
 	left := g.Left()
 	what := fmt.Sprintf("waiting for ring step %d chunk %d", want.RingStep, want.Chunk)
@@ -340,10 +344,10 @@ func (r *Reducer) recvFrame(ctx context.Context, gen *generation, want Header) (
 	defer cancel()
 	for {
 		var frame []byte
-		if gen.stash != nil {
-			frame, gen.stash = gen.stash, nil
+		if gen.stash[lane] != nil {
+			frame, gen.stash[lane] = gen.stash[lane], nil
 		} else {
-			f, err := gen.link.Recv(wctx)
+			f, err := gen.link.Recv(wctx, lane)
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil, context.Cause(ctx)
@@ -375,7 +379,7 @@ func (r *Reducer) recvFrame(ctx context.Context, gen *generation, want Header) (
 		case failLaterOp:
 			// The neighbour gave up on this operation; its frame belongs to the
 			// next one, which gets it from the stash.
-			gen.stash = append([]byte(nil), frame...)
+			gen.stash[lane] = append([]byte(nil), frame...)
 			return nil, r.peerErr(g, left, "from", what, fmt.Errorf("%w: it moved on to operation %d", ErrChunkLost, h.Op))
 		case failOrder:
 			return nil, r.peerErr(g, left, "from", what, fmt.Errorf("%w: got ring step %d chunk %d", ErrChunkLost, h.RingStep, h.Chunk))

@@ -165,13 +165,13 @@ type crashLink struct {
 	left int
 }
 
-func (c *crashLink) Send(ctx context.Context, hdr, payload []byte) error {
+func (c *crashLink) Send(ctx context.Context, lane int, hdr, payload []byte) error {
 	if c.left == 0 {
 		c.Link.Close()
 		return errors.New("crashed")
 	}
 	c.left--
-	return c.Link.Send(ctx, hdr, payload)
+	return c.Link.Send(ctx, lane, hdr, payload)
 }
 
 // A rank that dies in the middle of an operation makes the others fail within the

@@ -145,7 +145,7 @@ type tcpLink struct {
 func (l *tcpLink) onAddrRequest(m *nats.Msg) {
 	c, err := decodeCtl(m.Data)
 	if err == nil {
-		err = c.expect(ctlHello, l.job, l.g.Gen, l.g.Left(), l.g.Rank)
+		err = c.expect(ctlHello, l.job, l.g.Gen, l.g.Left(), l.g.Rank, 0)
 	}
 	if err != nil || m.Reply == "" {
 		l.t.dropped.Add(1)
@@ -192,7 +192,7 @@ func (l *tcpLink) handshake(c net.Conn) {
 		m, err = decodeCtl(b)
 	}
 	if err == nil {
-		err = m.expect(ctlHello, l.job, l.g.Gen, l.g.Left(), l.g.Rank)
+		err = m.expect(ctlHello, l.job, l.g.Gen, l.g.Left(), l.g.Rank, 0)
 	}
 	if err == nil {
 		err = c.SetReadDeadline(time.Time{})
@@ -218,7 +218,10 @@ func (l *tcpLink) handshake(c net.Conn) {
 	signal(l.incoming)
 }
 
-func (l *tcpLink) Recv(ctx context.Context) ([]byte, error) {
+// Lanes implements Link: one connection per link (the kernel spreads it).
+func (l *tcpLink) Lanes() int { return 1 }
+
+func (l *tcpLink) Recv(ctx context.Context, _ int) ([]byte, error) {
 	for {
 		if l.in == nil {
 			l.mu.Lock()
@@ -310,7 +313,7 @@ func (l *tcpLink) readFrame(ctx context.Context) ([]byte, error) {
 	return frame, nil
 }
 
-func (l *tcpLink) Send(ctx context.Context, hdr, payload []byte) error {
+func (l *tcpLink) Send(ctx context.Context, _ int, hdr, payload []byte) error {
 	if l.out == nil {
 		c, err := l.dial(ctx)
 		if err != nil {
@@ -396,7 +399,7 @@ func (l *tcpLink) dial(ctx context.Context) (net.Conn, error) {
 		}
 		c, err := decodeCtl(m.Data)
 		if err == nil {
-			err = c.expect(ctlAddr, l.job, l.g.Gen, right, l.g.Rank)
+			err = c.expect(ctlAddr, l.job, l.g.Gen, right, l.g.Rank, 0)
 		}
 		if err != nil {
 			l.t.dropped.Add(1)

@@ -20,17 +20,23 @@ type Transport interface {
 }
 
 // Link carries one rank's frames for one generation: Send to the right neighbour,
-// Recv from the left one, each in order (a link is FIFO). Frames are atomic: after
-// an interrupted Send or Recv the link is still framed, so the next call starts at a
-// frame boundary. Send and Recv may run concurrently with each other, but neither
-// with itself. Close may be called concurrently with both and makes them return.
+// Recv from the left one. A link has one or more lanes, each FIFO; the Reducer
+// puts the i-th frame of an operation on lane i mod Lanes() on both sides, so a
+// link may spread its frames over several connections (and the cores that serve
+// them) and still deliver them in order. Frames are atomic: after an interrupted
+// Send or Recv the lane is still framed, so the next call starts at a frame
+// boundary. Send and Recv may run concurrently with each other, but neither with
+// itself. Close may be called concurrently with both and makes them return.
 type Link interface {
-	// Send delivers the frame hdr+payload to the right neighbour, blocking under
-	// flow control until ctx ends. It does not keep hdr or payload after it returns.
-	Send(ctx context.Context, hdr, payload []byte) error
-	// Recv returns the next frame from the left neighbour, blocking until ctx ends.
-	// The frame is valid until the next call to Recv.
-	Recv(ctx context.Context) ([]byte, error)
+	// Lanes is the number of lanes, >= 1; the same on every rank of a group.
+	Lanes() int
+	// Send delivers the frame hdr+payload on lane to the right neighbour,
+	// blocking under flow control until ctx ends. It does not keep hdr or payload
+	// after it returns.
+	Send(ctx context.Context, lane int, hdr, payload []byte) error
+	// Recv returns the next frame of lane from the left neighbour, blocking until
+	// ctx ends. The frame is valid until the next call to Recv.
+	Recv(ctx context.Context, lane int) ([]byte, error)
 	// Close releases the link's connections, subscriptions and goroutines, and
 	// returns after they are gone.
 	Close() error

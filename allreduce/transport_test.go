@@ -2,6 +2,7 @@ package allreduce
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -21,14 +22,14 @@ func TestNATSDropsForeignAndMalformedFrames(t *testing.T) {
 	ts := make([]Transport, world)
 	for i := range ts {
 		conns[i] = connectNATS(t, s.ClientURL())
-		ts[i] = newNATSTransport(t, conns[i], 4)
+		ts[i] = newNATSTransport(t, 4, conns[i])
 	}
 	rg := newRing(t, ts, testConfig(5*time.Second), 1)
 	intruder := connectNATS(t, s.ClientURL())
 	foreign := sampleHeader()
 	foreign.Job, foreign.To, foreign.From, foreign.Gen = nameHash("other"), 1, 0, 1
 	for _, b := range [][]byte{[]byte("garbage"), frameOf(foreign, 1, 2, 3)} {
-		if err := intruder.Publish(subject("test", 1, 1, ""), b); err != nil {
+		if err := intruder.Publish(subject("test", 1, 1, "0"), b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -49,7 +50,7 @@ func TestNATSDropsForeignAndMalformedFrames(t *testing.T) {
 func TestNATSLinkLifecycle(t *testing.T) {
 	s := startNATS(t, natsd.Config{})
 	nc := connectNATS(t, s.ClientURL())
-	tr := newNATSTransport(t, nc, 4)
+	tr := newNATSTransport(t, 4, nc)
 	g := Group{Job: "j", Gen: 1, Hosts: []string{"a", "b"}}
 	before := nc.NumSubscriptions()
 	l, err := tr.Open(context.Background(), g, 1024)
@@ -65,7 +66,7 @@ func TestNATSLinkLifecycle(t *testing.T) {
 	if got := nc.NumSubscriptions(); got != before {
 		t.Errorf("subscriptions after Close = %d; want %d", got, before)
 	}
-	if _, err := l.Recv(context.Background()); err == nil {
+	if _, err := l.Recv(context.Background(), 0); err == nil {
 		t.Error("Recv after Close succeeded")
 	}
 	_, err = tr.Open(context.Background(), g, int(nc.MaxPayload())+1)
@@ -80,35 +81,35 @@ func TestNATSCreditWindowHoldsSender(t *testing.T) {
 	s := startNATS(t, natsd.Config{})
 	g := func(rank int) Group { return Group{Job: "j", Gen: 1, Rank: rank, Hosts: []string{"a", "b"}} }
 	const window = 3
-	send, err := newNATSTransport(t, connectNATS(t, s.ClientURL()), window).Open(context.Background(), g(0), 256)
+	send, err := newNATSTransport(t, window, connectNATS(t, s.ClientURL())).Open(context.Background(), g(0), 256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer send.Close()
-	recv, err := newNATSTransport(t, connectNATS(t, s.ClientURL()), window).Open(context.Background(), g(1), 256)
+	recv, err := newNATSTransport(t, window, connectNATS(t, s.ClientURL())).Open(context.Background(), g(1), 256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer recv.Close()
 	hdr := make([]byte, HeaderSize)
 	for i := range window {
-		if err := send.Send(context.Background(), hdr, nil); err != nil {
+		if err := send.Send(context.Background(), 0, hdr, nil); err != nil {
 			t.Fatalf("frame %d within the window: %v", i, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	err = send.Send(ctx, hdr, nil)
+	err = send.Send(ctx, 0, hdr, nil)
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "no credit") {
 		t.Fatalf("frame beyond the window: err = %v; want it held for credit", err)
 	}
 	// Taking frames returns credit (every window/4 = 1 frame here).
-	if _, err := recv.Recv(context.Background()); err != nil {
+	if _, err := recv.Recv(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := send.Send(ctx, hdr, nil); err != nil {
+	if err := send.Send(ctx, 0, hdr, nil); err != nil {
 		t.Fatalf("frame after credit returned: %v", err)
 	}
 }
@@ -176,7 +177,7 @@ func TestTCPLinkLeavesNoSubscription(t *testing.T) {
 	}
 	// A Send that finds no neighbour gives up at its deadline and cleans its inbox.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	err = l.Send(ctx, make([]byte, HeaderSize), nil)
+	err = l.Send(ctx, 0, make([]byte, HeaderSize), nil)
 	cancel()
 	if err == nil {
 		t.Fatal("Send with no neighbour succeeded")
@@ -186,5 +187,23 @@ func TestTCPLinkLeavesNoSubscription(t *testing.T) {
 	}
 	if got := nc.NumSubscriptions(); got != before {
 		t.Errorf("subscriptions after Close = %d; want %d", got, before)
+	}
+}
+
+// Ranks that disagree on the number of lanes fail with a timeout, and the receiver
+// says why in its log and counters.
+func TestNATSLanesMismatch(t *testing.T) {
+	s := startNATS(t, natsd.Config{})
+	two := newNATSTransport(t, 4, connectNATS(t, s.ClientURL()), connectNATS(t, s.ClientURL()))
+	one := newNATSTransport(t, 4, connectNATS(t, s.ClientURL()))
+	rg := newRing(t, []Transport{two, one}, testConfig(300*time.Millisecond), 1)
+	errs := rg.run(func(i int, r *Reducer) error { return r.SumInPlace(context.Background(), 1, "G", make([]float32, 10)) })
+	for i, err := range errs {
+		if !errors.Is(err, ErrPeerTimeout) {
+			t.Errorf("rank %d: err = %v; want ErrPeerTimeout", i, err)
+		}
+	}
+	if one.Dropped() == 0 {
+		t.Error("rank 1 (one lane) dropped no hello from rank 0 (two lanes)")
 	}
 }

@@ -182,41 +182,55 @@ func checkSum(s Series, buf []float32) error {
 // transport builds the rank's transport of kind s.Kind; cleanup releases what it
 // opened.
 func transport(ctx context.Context, s WorkerSpec, ctl *nats.Conn, log *zap.Logger) (allreduce.Transport, func(), error) {
-	ncfg := allreduce.NATSConfig{Window: s.Window}
+	var conns []*nats.Conn
+	var srv *natsd.Server
+	cleanup := func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+		if srv != nil {
+			srv.Shutdown()
+		}
+	}
+	// lanes opens the data connections, one per lane.
+	lanes := func(connect func() (*nats.Conn, error)) (allreduce.Transport, func(), error) {
+		for range s.Lanes {
+			nc, err := connect()
+			if err != nil {
+				cleanup()
+				return nil, nil, err
+			}
+			conns = append(conns, nc)
+		}
+		t, err := allreduce.NewNATS(conns, allreduce.NATSConfig{Window: s.Window}, log)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		return t, cleanup, nil
+	}
 	switch s.Kind {
 	case NATS:
-		t, err := allreduce.NewNATS(ctl, ncfg, log)
-		return t, func() {}, err
+		return lanes(func() (*nats.Conn, error) { return nats.Connect(s.ControlURL) })
 	case NATSInProc:
 		if s.inproc == nil {
 			return nil, nil, errors.New("nats-inproc: no in-process server (goroutines only)")
 		}
-		nc, err := s.inproc.Connect()
-		if err != nil {
-			return nil, nil, err
-		}
-		t, err := allreduce.NewNATS(nc, ncfg, log)
-		return t, nc.Close, err
+		return lanes(func() (*nats.Conn, error) { return s.inproc.Connect() })
 	case NATSCluster:
 		cfg := serverConfig(s.Series)
 		cfg.Name = fmt.Sprintf("rank%d", s.Rank)
 		cfg.Cluster = natsd.ClusterConfig{Name: "ringbench", Port: -1, Routes: []string{s.ClusterURL}}
-		srv, err := natsd.Start(cfg, silent(log))
-		if err != nil {
+		var err error
+		if srv, err = natsd.Start(cfg, silent(log)); err != nil {
 			return nil, nil, err
 		}
 		// Routes to every other rank's server and the parent's.
 		if err := poll(ctx, func() bool { return srv.NumRoutes() >= s.World }); err != nil {
-			srv.Shutdown()
+			cleanup()
 			return nil, nil, fmt.Errorf("cluster: %d routes, want %d: %w", srv.NumRoutes(), s.World, err)
 		}
-		nc, err := srv.Connect()
-		if err != nil {
-			srv.Shutdown()
-			return nil, nil, err
-		}
-		t, err := allreduce.NewNATS(nc, ncfg, log)
-		return t, func() { nc.Close(); srv.Shutdown() }, err
+		return lanes(func() (*nats.Conn, error) { return srv.Connect() })
 	case TCP:
 		t, err := allreduce.NewTCP(ctl, allreduce.DefaultTCPConfig(), log)
 		return t, func() {}, err

@@ -61,6 +61,7 @@ type Series struct {
 	Warmup  int              `json:"warmup"` // untimed runs before them
 	Reducer allreduce.Config `json:"reducer"`
 	Window  int              `json:"window"` // NATS credit window, frames
+	Lanes   int              `json:"lanes"`  // NATS connections per rank, a link's frames striped over them
 	// Compute, when > 0, adds the overlap measurement: Runs runs of a CPU-bound
 	// loop of Compute iterations alone, then Runs runs of an allreduce with the
 	// same loop running beside it.
@@ -96,6 +97,9 @@ func (s Series) Validate() error {
 	}
 	if err := (allreduce.NATSConfig{Window: s.Window}).Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if s.Lanes < 1 || s.Lanes > allreduce.MaxLanes {
+		errs = append(errs, fmt.Errorf("lanes %d: want 1..%d", s.Lanes, allreduce.MaxLanes))
 	}
 	return errors.Join(errs...)
 }

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 func testSeries(kind Kind, mode Mode) Series {
 	return Series{
 		Kind: kind, Mode: mode, World: 3, Floats: 1000, Runs: 2, Warmup: 1,
-		Reducer: allreduce.Config{RingTimeout: 10 * time.Second, ChunkBytes: 1024}, Window: 4,
+		Reducer: allreduce.Config{RingTimeout: 10 * time.Second, ChunkBytes: 1024}, Window: 4, Lanes: 2,
 	}
 }
 
