@@ -28,6 +28,7 @@ type benchAllreduceFlags struct {
 	warmup     int
 	chunkBytes int
 	window     int
+	lanes      int
 	timeout    time.Duration
 	overlap    bool
 	compute    time.Duration
@@ -81,7 +82,8 @@ before, and reports how much of the shorter one the overlap hid.`,
 	fl.IntVar(&f.runs, "runs", 10, "timed runs per series (the median is reported)")
 	fl.IntVar(&f.warmup, "warmup", 2, "untimed runs before the timed ones")
 	fl.IntVar(&f.chunkBytes, "chunk-bytes", def.ChunkBytes, "payload bytes per frame (a multiple of 4)")
-	fl.IntVar(&f.window, "window", allreduce.DefaultNATSConfig().Window, "NATS credit window per link, frames")
+	fl.IntVar(&f.window, "window", allreduce.DefaultNATSConfig().Window, "NATS credit window per lane, frames")
+	fl.IntVar(&f.lanes, "lanes", 1, "NATS connections per rank; a link's frames are striped over them")
 	fl.DurationVar(&f.timeout, "ring-timeout", 30*time.Second, "allreduce ring timeout (every wait)")
 	fl.BoolVar(&f.overlap, "overlap", false, "also measure overlap of allreduce with a CPU-bound loop")
 	fl.DurationVar(&f.compute, "compute", 0, "length of the overlap loop, calibrated on one idle core (0: as long as the series' allreduce)")
@@ -125,8 +127,8 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 
 	fmt.Fprintf(out, "crdgo bench allreduce: ring allreduce, median of %d runs after %d warm-up\n", f.runs, f.warmup)
 	fmt.Fprintf(out, "machine: %s\n", machine())
-	fmt.Fprintf(out, "frames: %d B payload + %d B header; NATS window %d frames; load average at start %s\n\n",
-		f.chunkBytes, allreduce.HeaderSize, f.window, loadAverage())
+	fmt.Fprintf(out, "frames: %d B payload + %d B header; NATS: %d lanes, window %d frames per lane; load average at start %s\n\n",
+		f.chunkBytes, allreduce.HeaderSize, f.lanes, f.window, loadAverage())
 	// Rows are printed as they are measured: the full matrix takes minutes.
 	const row = "%-10s %2v %6s %-12s %9s %10s %10s %6s %6s\n"
 	fmt.Fprintf(out, row, "mode", "N", "floats", "transport", "median ms", "algbw GB/s", "busbw GB/s", "vs tcp", "vs raw")
@@ -142,7 +144,7 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 					s := ringbench.Series{
 						Kind: k, Mode: mode, World: n, Floats: nf, Runs: f.runs, Warmup: f.warmup,
 						Reducer: allreduce.Config{RingTimeout: f.timeout, ChunkBytes: f.chunkBytes},
-						Window:  f.window,
+						Window:  f.window, Lanes: f.lanes,
 					}
 					r, err := ringbench.Run(ctx, s, spawn, log)
 					if err != nil {
