@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -10,8 +12,9 @@ import (
 
 // globalFlags are the flags every subcommand understands.
 type globalFlags struct {
-	logFormat string
-	logLevel  string
+	logFormat  string
+	logLevel   string
+	cpuProfile string
 }
 
 func newRootCmd() *cobra.Command {
@@ -27,6 +30,26 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format: console or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file (go tool pprof)")
+	var prof *os.File
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if g.cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(g.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		prof = f
+		return pprof.StartCPUProfile(f)
+	}
+	root.PersistentPostRunE = func(*cobra.Command, []string) error {
+		if prof == nil {
+			return nil
+		}
+		pprof.StopCPUProfile()
+		return prof.Close()
+	}
 	root.AddCommand(
 		newVersionCmd(),
 		newBenchCmd(g),
