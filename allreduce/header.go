@@ -128,10 +128,25 @@ func DecodeFrame(b []byte) (Header, []byte, error) {
 	if err != nil {
 		return Header{}, nil, err
 	}
-	if len(b) != h.FrameSize() {
-		return Header{}, nil, fmt.Errorf("%w: %d bytes, header says %d (count %d)", ErrMalformed, len(b), h.FrameSize(), h.Count)
+	return decodeParts(h, b[:HeaderSize], b[HeaderSize:])
+}
+
+// decodeParts checks a frame whose header and payload arrived apart.
+func decodeParts(h Header, hdr, payload []byte) (Header, []byte, error) {
+	if len(hdr) != HeaderSize || len(payload) != 4*int(h.Count) {
+		return Header{}, nil, fmt.Errorf("%w: %d header and %d payload bytes, header says %d and %d (count %d)",
+			ErrMalformed, len(hdr), len(payload), HeaderSize, 4*int(h.Count), h.Count)
 	}
-	return h, b[HeaderSize:], nil
+	return h, payload, nil
+}
+
+// splitFrame cuts a contiguous frame into header and payload; a frame too short
+// for a header comes back whole as the header, to fail its decoding.
+func splitFrame(f []byte) (hdr, payload []byte) {
+	if len(f) < HeaderSize {
+		return f, nil
+	}
+	return f[:HeaderSize], f[HeaderSize:]
 }
 
 // nameHash is the FNV-1a 64 hash that stands for a job or phase name on the wire.

@@ -108,7 +108,7 @@ func (l *memLink) Send(ctx context.Context, _ int, hdr, payload []byte) error {
 	}
 }
 
-func (l *memLink) Recv(ctx context.Context, _ int) ([]byte, error) {
+func (l *memLink) Recv(ctx context.Context, _ int) (hdr, payload []byte, err error) {
 	if l.last != nil {
 		select {
 		case l.inQ.free <- l.last:
@@ -119,11 +119,12 @@ func (l *memLink) Recv(ctx context.Context, _ int) ([]byte, error) {
 	select {
 	case f := <-l.inQ.ch:
 		l.last = f
-		return f, nil
+		hdr, payload = splitFrame(f)
+		return hdr, payload, nil
 	case <-l.closed:
-		return nil, fmt.Errorf("mem link from rank %d: %w", l.in.from, ErrClosed)
+		return nil, nil, fmt.Errorf("mem link from rank %d: %w", l.in.from, ErrClosed)
 	case <-ctx.Done():
-		return nil, fmt.Errorf("mem link from rank %d: %w", l.in.from, ctx.Err())
+		return nil, nil, fmt.Errorf("mem link from rank %d: %w", l.in.from, ctx.Err())
 	}
 }
 

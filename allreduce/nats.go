@@ -2,6 +2,7 @@ package allreduce
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -141,7 +142,7 @@ func (l *natsLink) Send(ctx context.Context, lane int, hdr, payload []byte) erro
 	return l.lanes[lane].send(ctx, hdr, payload)
 }
 
-func (l *natsLink) Recv(ctx context.Context, lane int) ([]byte, error) {
+func (l *natsLink) Recv(ctx context.Context, lane int) (hdr, payload []byte, err error) {
 	return l.lanes[lane].recv(ctx)
 }
 
@@ -177,14 +178,14 @@ type natsLane struct {
 	// Send side (the Send goroutine only, except granted).
 	opened  bool
 	sent    uint64
-	pub     []byte
 	granted atomic.Uint64 // credit from the right neighbour: frames we may have sent in all
 	grantCh chan struct{} // a grant arrived
 	noResp  chan struct{} // a hello found no one subscribed yet
 
 	// Recv side (the Recv goroutine only, except taken).
-	taken    atomic.Uint64 // frames taken from the left neighbour
-	credited uint64        // taken as of the last grant we sent
+	taken    atomic.Uint64    // frames taken from the left neighbour
+	credited uint64           // taken as of the last grant we sent
+	hdr      [HeaderSize]byte // the decoded header of the last frame
 
 	closed chan struct{}
 }
@@ -302,32 +303,70 @@ func (l *natsLane) send(ctx context.Context, hdr, payload []byte) error {
 			return fmt.Errorf("nats: no credit on lane %d (window of %d frames full): %w", l.lane, l.window, ctx.Err())
 		}
 	}
-	l.pub = append(append(l.pub[:0], hdr...), payload...)
-	if err := l.nc.Publish(l.dataOut, l.pub); err != nil {
+	// The frame header rides in a NATS header, so the client copies the payload
+	// once, straight from the caller's buffer, instead of after a concatenation.
+	m := &nats.Msg{Subject: l.dataOut, Data: payload, Header: nats.Header{
+		hdrKey: {base64.RawStdEncoding.EncodeToString(hdr)},
+		padKey: {hdrPad},
+	}}
+	if err := l.nc.PublishMsg(m); err != nil {
 		return fmt.Errorf("nats: publish on lane %d: %w", l.lane, err)
 	}
 	l.sent++
 	return nil
 }
 
-func (l *natsLane) recv(ctx context.Context) ([]byte, error) {
+// The NATS header of a data message: hdrKey carries the frame header in base64;
+// padKey pads the header block to natsHdrLen, a multiple of 8, so the payload
+// that follows it in the receiving client's buffer stays aligned for the float32
+// view. natsHeaderLen is the block's length as nats.go writes it.
+const (
+	hdrKey     = "Crar-Hdr"
+	padKey     = "Crar-Pad"
+	hdrPad     = "000000"
+	natsHdrLen = 128
+)
+
+func natsHeaderLen(h nats.Header) int {
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
+
+func (l *natsLane) recv(ctx context.Context) (hdr, payload []byte, err error) {
 	m, err := l.data.NextMsgWithContext(ctx)
 	switch {
 	case errors.Is(err, nats.ErrSlowConsumer):
-		return nil, fmt.Errorf("nats: lane %d: %w: subscription dropped frames (slow consumer): %w", l.lane, ErrChunkLost, err)
+		return nil, nil, fmt.Errorf("nats: lane %d: %w: subscription dropped frames (slow consumer): %w", l.lane, ErrChunkLost, err)
 	case errors.Is(err, nats.ErrBadSubscription), errors.Is(err, nats.ErrConnectionClosed):
-		return nil, fmt.Errorf("nats: lane %d: %w: %w", l.lane, ErrClosed, err)
+		return nil, nil, fmt.Errorf("nats: lane %d: %w: %w", l.lane, ErrClosed, err)
 	case err != nil:
-		return nil, fmt.Errorf("nats: lane %d: %w", l.lane, err)
+		return nil, nil, fmt.Errorf("nats: lane %d: %w", l.lane, err)
 	}
 	taken := l.taken.Add(1)
 	if taken-l.credited >= l.batch {
 		if err := l.nc.Publish(l.creditOut, l.ctl(ctlGrant, l.g.Left(), taken+l.window).encode()); err != nil {
-			return nil, fmt.Errorf("nats: grant credit on lane %d: %w", l.lane, err)
+			return nil, nil, fmt.Errorf("nats: grant credit on lane %d: %w", l.lane, err)
 		}
 		l.credited = taken
 	}
-	return m.Data, nil
+	enc := m.Header.Get(hdrKey)
+	if enc == "" {
+		// Not ours: whatever it is goes to the frame decoder, which drops it.
+		hdr, payload = splitFrame(m.Data)
+		return hdr, payload, nil
+	}
+	if len(enc) != base64.RawStdEncoding.EncodedLen(HeaderSize) {
+		return nil, m.Data, nil // no frame header: malformed, dropped
+	}
+	if _, err := base64.RawStdEncoding.Decode(l.hdr[:], []byte(enc)); err != nil {
+		return nil, m.Data, nil
+	}
+	return l.hdr[:], m.Data, nil
 }
 
 // close flushes what the lane published to the server (a process that closes

@@ -56,8 +56,8 @@ type generation struct {
 	link  Link
 	log   *zap.Logger
 	job   uint64
-	next  uint64   // number of the next operation
-	stash [][]byte // per lane, a frame of a later operation read while an earlier one failed
+	next  uint64    // number of the next operation
+	stash []stashed // per lane, a frame of a later operation read while an earlier one failed
 }
 
 // New returns a Reducer over t. It has no group until Join.
@@ -115,7 +115,7 @@ func (r *Reducer) Join(ctx context.Context, g Group) error {
 		link.Close()
 		return fmt.Errorf("allreduce: join gen %d: %w: superseded while opening links", g.Gen, ErrStaleGeneration)
 	}
-	r.cur = &generation{group: g, link: link, log: log, job: nameHash(g.Job), stash: make([][]byte, link.Lanes())}
+	r.cur = &generation{group: g, link: link, log: log, job: nameHash(g.Job), stash: make([]stashed, link.Lanes())}
 	r.mu.Unlock()
 	log.Info("joined generation", zap.Int("world", g.World()), zap.String("left", g.Hosts[g.Left()]), zap.String("right", g.Hosts[g.Right()]))
 	return nil
@@ -266,6 +266,9 @@ func (r *Reducer) ring(ctx context.Context, gen *generation, op, step uint64, ph
 
 type chunkRef struct{ k, j int }
 
+// stashed is a frame kept for the next operation.
+type stashed struct{ hdr, payload []byte }
+
 func (r *Reducer) sendLoop(ctx context.Context, gen *generation, p Plan, base Header, buf []float32, queue <-chan chunkRef, total int) error {
 	g := gen.group
 	hdr := make([]byte, HeaderSize)
@@ -343,20 +346,24 @@ func (r *Reducer) recvFrame(ctx context.Context, gen *generation, lane int, want
 	wctx, cancel := context.WithTimeout(ctx, r.cfg.RingTimeout)
 	defer cancel()
 	for {
-		var frame []byte
-		if gen.stash[lane] != nil {
-			frame, gen.stash[lane] = gen.stash[lane], nil
+		var hdr, payload []byte
+		if st := &gen.stash[lane]; st.hdr != nil {
+			hdr, payload = st.hdr, st.payload
+			*st = stashed{}
 		} else {
-			f, err := gen.link.Recv(wctx, lane)
+			var err error
+			hdr, payload, err = gen.link.Recv(wctx, lane)
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil, context.Cause(ctx)
 				}
 				return nil, r.peerErr(g, left, "from", what, err)
 			}
-			frame = f
 		}
-		h, payload, err := DecodeFrame(frame)
+		h, err := ParseHeader(hdr)
+		if err == nil {
+			h, payload, err = decodeParts(h, hdr, payload)
+		}
 		if err != nil {
 			r.stats.drop(dropMalformed)
 			if ce := gen.log.Check(zapcore.DebugLevel, "dropped malformed frame"); ce != nil {
@@ -379,7 +386,7 @@ func (r *Reducer) recvFrame(ctx context.Context, gen *generation, lane int, want
 		case failLaterOp:
 			// The neighbour gave up on this operation; its frame belongs to the
 			// next one, which gets it from the stash.
-			gen.stash[lane] = append([]byte(nil), frame...)
+			gen.stash[lane] = stashed{hdr: append([]byte(nil), hdr...), payload: append([]byte(nil), payload...)}
 			return nil, r.peerErr(g, left, "from", what, fmt.Errorf("%w: it moved on to operation %d", ErrChunkLost, h.Op))
 		case failOrder:
 			return nil, r.peerErr(g, left, "from", what, fmt.Errorf("%w: got ring step %d chunk %d", ErrChunkLost, h.RingStep, h.Chunk))

@@ -221,7 +221,7 @@ func (l *tcpLink) handshake(c net.Conn) {
 // Lanes implements Link: one connection per link (the kernel spreads it).
 func (l *tcpLink) Lanes() int { return 1 }
 
-func (l *tcpLink) Recv(ctx context.Context, _ int) ([]byte, error) {
+func (l *tcpLink) Recv(ctx context.Context, _ int) (hdr, payload []byte, err error) {
 	for {
 		if l.in == nil {
 			l.mu.Lock()
@@ -232,34 +232,35 @@ func (l *tcpLink) Recv(ctx context.Context, _ int) ([]byte, error) {
 			}
 			l.mu.Unlock()
 			if closed {
-				return nil, fmt.Errorf("tcp: link from rank %d: %w", l.g.Left(), ErrClosed)
+				return nil, nil, fmt.Errorf("tcp: link from rank %d: %w", l.g.Left(), ErrClosed)
 			}
 			if c == nil {
 				select {
 				case <-l.incoming:
 					continue
 				case <-l.closed:
-					return nil, fmt.Errorf("tcp: link from rank %d: %w", l.g.Left(), ErrClosed)
+					return nil, nil, fmt.Errorf("tcp: link from rank %d: %w", l.g.Left(), ErrClosed)
 				case <-ctx.Done():
 					if l.lastErr != nil {
-						return nil, fmt.Errorf("tcp: no connection from rank %d since %v: %w", l.g.Left(), l.lastErr, ctx.Err())
+						return nil, nil, fmt.Errorf("tcp: no connection from rank %d since %v: %w", l.g.Left(), l.lastErr, ctx.Err())
 					}
-					return nil, fmt.Errorf("tcp: no connection from rank %d: %w", l.g.Left(), ctx.Err())
+					return nil, nil, fmt.Errorf("tcp: no connection from rank %d: %w", l.g.Left(), ctx.Err())
 				}
 			}
 			l.rhave, l.rsize = 0, 0
 		}
 		frame, err := l.readFrame(ctx)
 		if err == nil {
-			return frame, nil
+			hdr, payload = splitFrame(frame)
+			return hdr, payload, nil
 		}
 		if interrupted(ctx, err) {
 			// The connection is fine; the partial frame stays for the next call.
-			return nil, fmt.Errorf("tcp: reading from rank %d: %w", l.g.Left(), ctxErr(ctx))
+			return nil, nil, fmt.Errorf("tcp: reading from rank %d: %w", l.g.Left(), ctxErr(ctx))
 		}
 		select {
 		case <-l.closed:
-			return nil, fmt.Errorf("tcp: link from rank %d: %w", l.g.Left(), ErrClosed)
+			return nil, nil, fmt.Errorf("tcp: link from rank %d: %w", l.g.Left(), ErrClosed)
 		default:
 		}
 		// Broken: the sender closed it (it gave up or crashed) or the stream does

@@ -35,8 +35,9 @@ type Link interface {
 	// after it returns.
 	Send(ctx context.Context, lane int, hdr, payload []byte) error
 	// Recv returns the next frame of lane from the left neighbour, blocking until
-	// ctx ends. The frame is valid until the next call to Recv.
-	Recv(ctx context.Context, lane int) ([]byte, error)
+	// ctx ends: its header (HeaderSize bytes if it is well formed) and its
+	// payload, both valid until the next call to Recv.
+	Recv(ctx context.Context, lane int) (hdr, payload []byte, err error)
 	// Close releases the link's connections, subscriptions and goroutines, and
 	// returns after they are gone.
 	Close() error

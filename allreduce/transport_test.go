@@ -66,7 +66,7 @@ func TestNATSLinkLifecycle(t *testing.T) {
 	if got := nc.NumSubscriptions(); got != before {
 		t.Errorf("subscriptions after Close = %d; want %d", got, before)
 	}
-	if _, err := l.Recv(context.Background(), 0); err == nil {
+	if _, _, err := l.Recv(context.Background(), 0); err == nil {
 		t.Error("Recv after Close succeeded")
 	}
 	_, err = tr.Open(context.Background(), g, int(nc.MaxPayload())+1)
@@ -104,7 +104,7 @@ func TestNATSCreditWindowHoldsSender(t *testing.T) {
 		t.Fatalf("frame beyond the window: err = %v; want it held for credit", err)
 	}
 	// Taking frames returns credit (every window/4 = 1 frame here).
-	if _, err := recv.Recv(context.Background(), 0); err != nil {
+	if _, _, err := recv.Recv(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
@@ -205,5 +205,46 @@ func TestNATSLanesMismatch(t *testing.T) {
 	}
 	if one.Dropped() == 0 {
 		t.Error("rank 1 (one lane) dropped no hello from rank 0 (two lanes)")
+	}
+}
+
+// A frame crosses NATS with its header in a NATS header of fixed length, so the
+// payload lands 8-aligned in the receiving client's buffer.
+func TestNATSFrameHeader(t *testing.T) {
+	h := nats.Header{hdrKey: {strings.Repeat("A", 86)}, padKey: {hdrPad}}
+	if got := natsHeaderLen(h); got != natsHdrLen || got%8 != 0 {
+		t.Fatalf("NATS header block = %d bytes; want %d, a multiple of 8", got, natsHdrLen)
+	}
+	s := startNATS(t, natsd.Config{})
+	g := func(rank int) Group { return Group{Job: "j", Gen: 1, Rank: rank, Hosts: []string{"a", "b"}} }
+	send, err := newNATSTransport(t, 2, connectNATS(t, s.ClientURL())).Open(context.Background(), g(0), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+	recv, err := newNATSTransport(t, 2, connectNATS(t, s.ClientURL())).Open(context.Background(), g(1), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	want := sampleHeader()
+	want.Count, want.Total = 1<<17, 1<<20
+	payload := make([]float32, want.Count)
+	payload[7] = 42
+	frame := frameOf(want, payload...)
+	if err := send.Send(context.Background(), 0, frame[:HeaderSize], frame[HeaderSize:]); err != nil {
+		t.Fatal(err)
+	}
+	hdr, got, err := recv.Recv(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotH, err := ParseHeader(hdr)
+	if err != nil || gotH != want {
+		t.Fatalf("header = %+v, %v; want %+v", gotH, err, want)
+	}
+	f, ok := float32View(got)
+	if !ok || len(f) != len(payload) || f[7] != 42 {
+		t.Fatalf("payload of %d bytes: aligned view %v, len %d; want %d floats with [7] = 42", len(got), ok, len(f), len(payload))
 	}
 }
