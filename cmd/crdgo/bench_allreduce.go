@@ -54,8 +54,11 @@ Transports:
   nats-inproc   one nats-server in this process, clients in process (goroutines only)
   nats-cluster  a nats-server per rank, routed into a cluster, client in process
 
-The default matrix (N 2,4,8; 1M and 10M floats; goroutines) takes a few
-minutes on a small machine; --full adds 25M floats and processes. With
+The default matrix (N 2,4,8; 1M and 10M floats; goroutines) takes about a
+minute on a 2-core machine; --full adds 25M floats and processes (a few
+minutes). NATS links are striped over --lanes connections per rank: one
+connection is one server goroutine and one client goroutine per link, which
+caps a link at what one core copies. With
 --overlap each series runs again, timing a CPU-bound loop (--compute long,
 or as long as the allreduce) alone and beside the allreduce of the phase
 before, and reports how much of the shorter one the overlap hid.`,
@@ -83,7 +86,7 @@ before, and reports how much of the shorter one the overlap hid.`,
 	fl.IntVar(&f.warmup, "warmup", 2, "untimed runs before the timed ones")
 	fl.IntVar(&f.chunkBytes, "chunk-bytes", def.ChunkBytes, "payload bytes per frame (a multiple of 4)")
 	fl.IntVar(&f.window, "window", allreduce.DefaultNATSConfig().Window, "NATS credit window per lane, frames")
-	fl.IntVar(&f.lanes, "lanes", 1, "NATS connections per rank; a link's frames are striped over them")
+	fl.IntVar(&f.lanes, "lanes", 4, "NATS connections per rank; a link's frames are striped over them")
 	fl.DurationVar(&f.timeout, "ring-timeout", 30*time.Second, "allreduce ring timeout (every wait)")
 	fl.BoolVar(&f.overlap, "overlap", false, "also measure overlap of allreduce with a CPU-bound loop")
 	fl.DurationVar(&f.compute, "compute", 0, "length of the overlap loop, calibrated on one idle core (0: as long as the series' allreduce)")
@@ -157,7 +160,7 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 					case ringbench.Raw:
 						raw = bus
 					}
-					fmt.Fprintf(out, row, mode, n, humanFloats(nf), k, fmt.Sprintf("%.1f", r.Median().Seconds()*1e3),
+					fmt.Fprintf(out, row, mode, n, humanFloats(nf), k, millis(r.Median()),
 						fmt.Sprintf("%.3f", r.AlgBW()/1e9), fmt.Sprintf("%.3f", bus/1e9), ratio(bus, tcp), ratio(bus, raw))
 					if f.overlap && k != ringbench.Raw {
 						// T_ar, T_c and T_both all come from this second run.
@@ -185,8 +188,8 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 		const orow = "%-10s %2v %6s %-12s %12s %10s %8s %10s\n"
 		fmt.Fprintf(out, orow, "mode", "N", "floats", "transport", "allreduce ms", "compute ms", "both ms", "efficiency")
 		for _, r := range overlaps {
-			fmt.Fprintf(out, orow, r.Mode, r.World, humanFloats(r.Floats), r.Kind, fmt.Sprintf("%.1f", r.Median().Seconds()*1e3),
-				fmt.Sprintf("%.1f", median(r.Compute).Seconds()*1e3), fmt.Sprintf("%.1f", median(r.Both).Seconds()*1e3),
+			fmt.Fprintf(out, orow, r.Mode, r.World, humanFloats(r.Floats), r.Kind, millis(r.Median()),
+				millis(median(r.Compute)), millis(median(r.Both)),
 				fmt.Sprintf("%.2f", r.OverlapEfficiency()))
 		}
 	}
@@ -197,6 +200,15 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 func median(d []time.Duration) time.Duration {
 	r := ringbench.Result{Times: d}
 	return r.Median()
+}
+
+// millis prints d in milliseconds, with three decimals below 10 ms (latency rows).
+func millis(d time.Duration) string {
+	ms := d.Seconds() * 1e3
+	if ms < 10 {
+		return fmt.Sprintf("%.3f", ms)
+	}
+	return fmt.Sprintf("%.1f", ms)
 }
 
 func ratio(x, base float64) string {
