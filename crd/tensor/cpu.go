@@ -17,8 +17,9 @@ import (
 // A CPU value may be used from several goroutines at once; its scratch buffers
 // are pooled and reused, so a steady-state training step allocates nothing new.
 type CPU struct {
-	kind    CPUKind
-	workers int
+	kind     CPUKind
+	workers  int
+	colLimit int // floats of one im2col block (cpu_gemmconv.go)
 
 	mu      sync.Mutex
 	scratch map[int][][]float32 // free scratch buffers by length
@@ -27,6 +28,22 @@ type CPU struct {
 // NewCPU returns a CPU backend with the given GEMM; workers ≤ 0 means GOMAXPROCS.
 // It panics if kind is not compiled in (see CPUKinds).
 func NewCPU(kind CPUKind, workers int) *CPU {
+	return NewCPUWithOptions(kind, CPUOptions{Workers: workers})
+}
+
+// CPUOptions tune a CPU backend; zero fields take their defaults.
+type CPUOptions struct {
+	// Workers is the number of goroutines kernels use (default GOMAXPROCS).
+	Workers int
+	// ColumnLimit caps, in floats, the column matrix of one GEMM block of a
+	// convolution (default 1<<20: 4 MiB). Tests set it small to exercise the
+	// blocked paths.
+	ColumnLimit int
+}
+
+// NewCPUWithOptions is NewCPU with every option.
+func NewCPUWithOptions(kind CPUKind, opt CPUOptions) *CPU {
+	workers := opt.Workers
 	ok := false
 	for _, k := range CPUKinds() {
 		ok = ok || k == kind
@@ -40,7 +57,11 @@ func NewCPU(kind CPUKind, workers int) *CPU {
 	if kind == OpenBLAS {
 		openBLASSingleThreaded()
 	}
-	return &CPU{kind: kind, workers: workers, scratch: map[int][][]float32{}}
+	limit := opt.ColumnLimit
+	if limit <= 0 {
+		limit = defaultColLimit
+	}
+	return &CPU{kind: kind, workers: workers, colLimit: limit, scratch: map[int][][]float32{}}
 }
 
 // Name is "cpu/" followed by the GEMM's name.

@@ -1,6 +1,7 @@
 package tensor_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/crdgo/crdgo/crd/tensor"
@@ -24,5 +25,18 @@ func TestCPUWorkers(t *testing.T) {
 func BenchmarkCPU(b *testing.B) {
 	for _, k := range tensor.CPUKinds() {
 		b.Run(string(k), func(b *testing.B) { tensortest.BenchmarkBackend(b, tensor.NewCPU(k, 0)) })
+	}
+}
+
+// TestCPUBlockedConvolutions runs the suite with a column limit so small that
+// every convolution is cut into row bands of one sample, and one that packs
+// several small samples into a block: the blocked GEMM paths that real image
+// sizes take.
+func TestCPUBlockedConvolutions(t *testing.T) {
+	k := tensor.DefaultCPUKind()
+	for _, limit := range []int{1, 3000} {
+		t.Run(fmt.Sprintf("%s/limit%d", k, limit), func(t *testing.T) {
+			tensortest.RunBackend(t, tensor.NewCPUWithOptions(k, tensor.CPUOptions{ColumnLimit: limit}))
+		})
 	}
 }
