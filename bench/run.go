@@ -126,3 +126,32 @@ func CheckPython(ctx context.Context, python string) error {
 	}
 	return nil
 }
+
+// Alternate runs every side's command repeats times, interleaved (A B A B …)
+// so that a slow spell of a shared machine falls on both sides alike, and
+// pools each side's step times: the Result's MS holds all timed steps of all
+// runs and PeakRSSBytes the largest peak.
+func Alternate(ctx context.Context, sides []Side, repeats int, timeout time.Duration) ([]Result, error) {
+	out := make([]Result, len(sides))
+	for r := 0; r < max(1, repeats); r++ {
+		for i, s := range sides {
+			res, err := RunSide(ctx, s, timeout)
+			if err != nil {
+				return nil, err
+			}
+			if r == 0 {
+				out[i] = res
+				continue
+			}
+			out[i].MS = append(out[i].MS, res.MS...)
+			out[i].PeakRSSBytes = max(out[i].PeakRSSBytes, res.PeakRSSBytes)
+		}
+	}
+	return out, nil
+}
+
+// ThreadEnv pins every threading library of both sides to n threads.
+func ThreadEnv(n int) []string {
+	s := strconv.Itoa(n)
+	return []string{"OMP_NUM_THREADS=" + s, "OPENBLAS_NUM_THREADS=" + s, "MKL_NUM_THREADS=" + s, "GOMAXPROCS=" + s}
+}

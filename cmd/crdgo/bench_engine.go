@@ -22,6 +22,7 @@ type benchEngineFlags struct {
 	ngf, ndf      int
 	blocks        int
 	steps, warmup int
+	repeats       int
 	threads       int
 	backend       string
 	python        string
@@ -39,8 +40,10 @@ func newBenchEngineCmd(g *globalFlags) *cobra.Command {
 depthwise-separable residual blocks), 3-layer PatchGAN discriminator, LSGAN +
 10·L1 loss, backward, Adam — in crdgo's engine and the same step in PyTorch
 (bench/torch_step.py, run with --python), each configuration in a fresh process
-with the same thread count. Prints the median ms/step over --steps steps after
---warmup, the ratio crdgo/PyTorch, and each process's peak RSS.`,
+with the same thread count, --repeats times alternately (crdgo, PyTorch, crdgo, …)
+so that a busy spell of the machine falls on both. Prints the median ms/step
+over all timed steps (--steps per process, after --warmup), the ratio
+crdgo/PyTorch, and the largest peak RSS of each side's processes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.worker {
@@ -56,6 +59,7 @@ with the same thread count. Prints the median ms/step over --steps steps after
 	fl.IntVar(&f.blocks, "blocks", 3, "residual blocks in the generator")
 	fl.IntVar(&f.steps, "steps", 20, "timed steps per configuration (the median is reported)")
 	fl.IntVar(&f.warmup, "warmup", 5, "untimed steps before timing")
+	fl.IntVar(&f.repeats, "repeats", 3, "fresh processes per side and configuration, run alternately; their timed steps are pooled")
 	fl.IntVar(&f.threads, "threads", 2, "threads for each side (GOMAXPROCS and backend workers; torch.set_num_threads)")
 	fl.StringVar(&f.backend, "backend", string(tensor.DefaultCPUKind()), fmt.Sprintf("crdgo CPU backend: one of %v", tensor.CPUKinds()))
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with PyTorch (Debian python3-torch)")
@@ -155,33 +159,31 @@ func runBenchEngine(ctx context.Context, w io.Writer, f *benchEngineFlags) error
 		}
 	}
 	fmt.Fprintf(w, "machine: %s\n", bench.Machine())
-	fmt.Fprintf(w, "step: mobile ResNet G (ngf %d, %d blocks) + PatchGAN D (ndf %d, 3 layers), LSGAN + 10·L1, Adam; %d threads each; median of %d steps after %d warm-up, each config in a fresh process\n\n",
-		f.ngf, f.blocks, f.ndf, f.threads, f.steps, f.warmup)
+	fmt.Fprintf(w, "step: mobile ResNet G (ngf %d, %d blocks) + PatchGAN D (ndf %d, 3 layers), LSGAN + 10·L1, Adam; %d threads each; %d timed steps after %d warm-up per process, %d processes per side run alternately; medians over all their timed steps\n\n",
+		f.ngf, f.blocks, f.ndf, f.threads, f.steps, f.warmup, max(1, f.repeats))
 	fmt.Fprintf(w, "| config | crdgo ms/step | PyTorch ms/step | ratio crdgo/PyTorch | crdgo peak RSS | PyTorch peak RSS |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|\n")
-	threadEnv := []string{
-		"OMP_NUM_THREADS=" + strconv.Itoa(f.threads), "OPENBLAS_NUM_THREADS=" + strconv.Itoa(f.threads),
-		"MKL_NUM_THREADS=" + strconv.Itoa(f.threads), "GOMAXPROCS=" + strconv.Itoa(f.threads),
-	}
+	env := bench.ThreadEnv(f.threads)
 	for _, c := range cfgs {
 		common := []string{"--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks),
 			"--steps", strconv.Itoa(f.steps), "--warmup", strconv.Itoa(f.warmup), "--threads", strconv.Itoa(f.threads),
 			"--size", strconv.Itoa(c[0]), "--batch", strconv.Itoa(c[1])}
-		goSide := bench.Side{Name: "crdgo", Env: threadEnv,
-			Cmd: append([]string{self, "bench", "engine", "--worker", "--backend", f.backend}, common...)}
-		gr, err := bench.RunSide(ctx, goSide, 30*time.Minute)
+		sides := []bench.Side{{Name: "crdgo", Env: env,
+			Cmd: append([]string{self, "bench", "engine", "--worker", "--backend", f.backend}, common...)}}
+		if !f.noTorch {
+			sides = append(sides, bench.Side{Name: "pytorch", Env: env, Cmd: append([]string{f.python, script}, common...)})
+		}
+		res, err := bench.Alternate(ctx, sides, f.repeats, 30*time.Minute)
 		if err != nil {
 			return err
 		}
+		gr := res[0]
 		name := bench.GANConfig{Size: c[0], Batch: c[1], NGF: f.ngf}.String()
 		if f.noTorch {
 			fmt.Fprintf(w, "| %s | %.1f | – | – | %s | – |\n", name, gr.Median(), mib(gr.PeakRSSBytes))
 			continue
 		}
-		tr, err := bench.RunSide(ctx, bench.Side{Name: "pytorch", Env: threadEnv, Cmd: append([]string{f.python, script}, common...)}, 30*time.Minute)
-		if err != nil {
-			return err
-		}
+		tr := res[1]
 		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.2f | %s | %s |\n", name, gr.Median(), tr.Median(), gr.Median()/tr.Median(),
 			mib(gr.PeakRSSBytes), mib(tr.PeakRSSBytes))
 	}

@@ -23,6 +23,7 @@ type benchStepFlags struct {
 	ngf, ndf, blocks int
 	patch            int
 	steps, warmup    int
+	repeats          int
 	threads          int
 	backend, python  string
 	angles           string
@@ -60,6 +61,7 @@ median ms/step, ratios and peak RSS.`,
 	fl.IntVar(&f.patch, "patch", 32, "CRD patch size")
 	fl.IntVar(&f.steps, "steps", 10, "timed steps per configuration (the median is reported)")
 	fl.IntVar(&f.warmup, "warmup", 3, "untimed steps before timing")
+	fl.IntVar(&f.repeats, "repeats", 2, "fresh processes per side and configuration, run alternately; their timed steps are pooled")
 	fl.IntVar(&f.threads, "threads", 2, "threads for each side")
 	fl.StringVar(&f.backend, "backend", string(tensor.DefaultCPUKind()), fmt.Sprintf("crdgo CPU backend: one of %v", tensor.CPUKinds()))
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with PyTorch (Debian python3-torch)")
@@ -145,8 +147,8 @@ func runBenchStep(ctx context.Context, w io.Writer, f *benchStepFlags) error {
 		}
 	}
 	fmt.Fprintf(w, "machine: %s\n", bench.Machine())
-	fmt.Fprintf(w, "step: pix2pix CRD (recipe %s): teacher mobile_resnet ngf %d, student ngf %d, %d blocks, PatchGAN ndf %d (6 ch), CRD patch %d, no VGG; %d threads each; median of %d steps after %d warm-up, each in a fresh process\n\n",
-		f.recipe, f.ngf, max(1, f.ngf/4), f.blocks, f.ndf, f.patch, f.threads, f.steps, f.warmup)
+	fmt.Fprintf(w, "step: pix2pix CRD (recipe %s): teacher mobile_resnet ngf %d, student ngf %d, %d blocks, PatchGAN ndf %d (6 ch), CRD patch %d, no VGG; %d threads each; %d timed steps after %d warm-up per process, %d processes per side run alternately; medians over all their timed steps\n\n",
+		f.recipe, f.ngf, max(1, f.ngf/4), f.blocks, f.ndf, f.patch, f.threads, f.steps, f.warmup, max(1, f.repeats))
 	head := "| config | crdgo ms/step |"
 	sep := "|---|---|"
 	for _, a := range angles {
@@ -161,25 +163,24 @@ func runBenchStep(ctx context.Context, w io.Writer, f *benchStepFlags) error {
 	}
 	fmt.Fprintln(w, head)
 	fmt.Fprintln(w, sep)
-	env := []string{"OMP_NUM_THREADS=" + strconv.Itoa(f.threads), "OPENBLAS_NUM_THREADS=" + strconv.Itoa(f.threads),
-		"MKL_NUM_THREADS=" + strconv.Itoa(f.threads), "GOMAXPROCS=" + strconv.Itoa(f.threads)}
+	env := bench.ThreadEnv(f.threads)
 	for _, c := range cfgs {
 		common := []string{"--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks),
 			"--patch", strconv.Itoa(f.patch), "--steps", strconv.Itoa(f.steps), "--warmup", strconv.Itoa(f.warmup),
 			"--threads", strconv.Itoa(f.threads), "--size", strconv.Itoa(c[0]), "--batch", strconv.Itoa(c[1])}
-		gr, err := bench.RunSide(ctx, bench.Side{Name: "crdgo", Env: env,
-			Cmd: append([]string{self, "bench", "step", "--worker", "--recipe", f.recipe, "--backend", f.backend}, common...)}, 60*time.Minute)
+		sides := []bench.Side{{Name: "crdgo", Env: env,
+			Cmd: append([]string{self, "bench", "step", "--worker", "--recipe", f.recipe, "--backend", f.backend}, common...)}}
+		for _, a := range angles {
+			sides = append(sides, bench.Side{Name: "pytorch " + a, Env: env, Cmd: append([]string{f.python, script, "--angle", a}, common...)})
+		}
+		res, err := bench.Alternate(ctx, sides, f.repeats, 60*time.Minute)
 		if err != nil {
 			return err
 		}
+		gr := res[0]
 		row := fmt.Sprintf("| %d×%d b%d | %.1f |", c[0], c[0], c[1], gr.Median())
 		var rss []string
-		for _, a := range angles {
-			tr, err := bench.RunSide(ctx, bench.Side{Name: "pytorch " + a, Env: env,
-				Cmd: append([]string{f.python, script, "--angle", a}, common...)}, 60*time.Minute)
-			if err != nil {
-				return err
-			}
+		for _, tr := range res[1:] {
 			row += fmt.Sprintf(" %.1f | %.2f |", tr.Median(), gr.Median()/tr.Median())
 			rss = append(rss, mib(tr.PeakRSSBytes))
 		}
