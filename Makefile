@@ -37,7 +37,7 @@ unit:
 
 # Packages with goroutines of their own run again under the race detector.
 race:
-	$(GO) test -race -count=1 -timeout 30m ./crd/tensor/... ./allreduce/... ./natsd/...
+	$(GO) test -race -count=1 -timeout 30m ./crd ./crd/data/... ./crd/tensor/... ./allreduce/... ./natsd/...
 
 # The pure-Go path must keep working without cgo.
 nocgo:

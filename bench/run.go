@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/cpu"
 )
 
 //go:embed torch_step.py
@@ -154,4 +156,26 @@ func Alternate(ctx context.Context, sides []Side, repeats int, timeout time.Dura
 func ThreadEnv(n int) []string {
 	s := strconv.Itoa(n)
 	return []string{"OMP_NUM_THREADS=" + s, "OPENBLAS_NUM_THREADS=" + s, "MKL_NUM_THREADS=" + s, "GOMAXPROCS=" + s}
+}
+
+// OpenBLASCoretype resolves the --openblas-coretype flag of the benchmarks:
+// "auto" picks SkylakeX (the AVX-512 kernels) when the CPU has AVX-512
+// F/BW/DQ/VL and otherwise keeps the environment's choice; "keep" keeps the
+// environment's; anything else is the name to set. It returns the value to
+// set (or "") and a line for the table's header.
+func OpenBLASCoretype(flag string) (set, says string) {
+	env := os.Getenv("OPENBLAS_CORETYPE")
+	switch flag {
+	case "keep":
+		if env == "" {
+			return "", "OpenBLAS kernels: the library's own choice"
+		}
+		return "", "OpenBLAS kernels: OPENBLAS_CORETYPE=" + env + " (environment)"
+	case "auto":
+		if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL {
+			return "SkylakeX", "OpenBLAS kernels: OPENBLAS_CORETYPE=SkylakeX (AVX-512, set for both sides)"
+		}
+		return OpenBLASCoretype("keep")
+	}
+	return flag, "OpenBLAS kernels: OPENBLAS_CORETYPE=" + flag + " (set for both sides)"
 }

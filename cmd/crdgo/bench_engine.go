@@ -24,6 +24,7 @@ type benchEngineFlags struct {
 	steps, warmup int
 	repeats       int
 	threads       int
+	coretype      string
 	backend       string
 	python        string
 	noTorch       bool
@@ -60,6 +61,7 @@ crdgo/PyTorch, and the largest peak RSS of each side's processes.`,
 	fl.IntVar(&f.steps, "steps", 20, "timed steps per configuration (the median is reported)")
 	fl.IntVar(&f.warmup, "warmup", 5, "untimed steps before timing")
 	fl.IntVar(&f.repeats, "repeats", 3, "fresh processes per side and configuration, run alternately; their timed steps are pooled")
+	fl.StringVar(&f.coretype, "openblas-coretype", "auto", "OPENBLAS_CORETYPE for both sides: auto (SkylakeX on AVX-512 CPUs: Debian's OpenBLAS 0.3.21 picks AVX2 kernels on AMD Zen 4), keep (the environment's), or a name")
 	fl.IntVar(&f.threads, "threads", 2, "threads for each side (GOMAXPROCS and backend workers; torch.set_num_threads)")
 	fl.StringVar(&f.backend, "backend", string(tensor.DefaultCPUKind()), fmt.Sprintf("crdgo CPU backend: one of %v", tensor.CPUKinds()))
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with PyTorch (Debian python3-torch)")
@@ -164,6 +166,11 @@ func runBenchEngine(ctx context.Context, w io.Writer, f *benchEngineFlags) error
 	fmt.Fprintf(w, "| config | crdgo ms/step | PyTorch ms/step | ratio crdgo/PyTorch | crdgo peak RSS | PyTorch peak RSS |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|\n")
 	env := bench.ThreadEnv(f.threads)
+	coretype, says := bench.OpenBLASCoretype(f.coretype)
+	if coretype != "" {
+		env = append(env, "OPENBLAS_CORETYPE="+coretype)
+	}
+	fmt.Fprintf(w, "%s\n\n", says)
 	for _, c := range cfgs {
 		common := []string{"--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks),
 			"--steps", strconv.Itoa(f.steps), "--warmup", strconv.Itoa(f.warmup), "--threads", strconv.Itoa(f.threads),

@@ -25,6 +25,7 @@ type benchStepFlags struct {
 	steps, warmup    int
 	repeats          int
 	threads          int
+	coretype         string
 	backend, python  string
 	angles           string
 	worker           bool
@@ -62,6 +63,7 @@ median ms/step, ratios and peak RSS.`,
 	fl.IntVar(&f.steps, "steps", 10, "timed steps per configuration (the median is reported)")
 	fl.IntVar(&f.warmup, "warmup", 3, "untimed steps before timing")
 	fl.IntVar(&f.repeats, "repeats", 2, "fresh processes per side and configuration, run alternately; their timed steps are pooled")
+	fl.StringVar(&f.coretype, "openblas-coretype", "auto", "OPENBLAS_CORETYPE for both sides: auto (SkylakeX on AVX-512 CPUs: Debian's OpenBLAS 0.3.21 picks AVX2 kernels on AMD Zen 4), keep (the environment's), or a name")
 	fl.IntVar(&f.threads, "threads", 2, "threads for each side")
 	fl.StringVar(&f.backend, "backend", string(tensor.DefaultCPUKind()), fmt.Sprintf("crdgo CPU backend: one of %v", tensor.CPUKinds()))
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with PyTorch (Debian python3-torch)")
@@ -164,6 +166,11 @@ func runBenchStep(ctx context.Context, w io.Writer, f *benchStepFlags) error {
 	fmt.Fprintln(w, head)
 	fmt.Fprintln(w, sep)
 	env := bench.ThreadEnv(f.threads)
+	coretype, says := bench.OpenBLASCoretype(f.coretype)
+	if coretype != "" {
+		env = append(env, "OPENBLAS_CORETYPE="+coretype)
+	}
+	fmt.Fprintf(w, "%s\n\n", says)
 	for _, c := range cfgs {
 		common := []string{"--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks),
 			"--patch", strconv.Itoa(f.patch), "--steps", strconv.Itoa(f.steps), "--warmup", strconv.Itoa(f.warmup),

@@ -102,3 +102,17 @@ func (d *PatchGAN) Forward(tp *nn.Tape, x *nn.Var) *nn.Var {
 	}
 	return h
 }
+
+// PairForward runs d on a and on b (same shapes) and returns both outputs.
+// A network whose layers treat samples independently (every norm an instance
+// norm) takes them as one batch of 2N — the same values in half the GEMM calls;
+// one with batch norm (whose training statistics depend on the batch) gets two
+// passes, b after a.
+func PairForward(tp *nn.Tape, d Network, a, b *nn.Var) (*nn.Var, *nn.Var) {
+	if p, ok := d.(*PatchGAN); !ok || p.cfg.Norm != NormInstance {
+		return d.Forward(tp, a), d.Forward(tp, b)
+	}
+	n := a.Value.Shape[0]
+	out := d.Forward(tp, nn.Concat(tp, 0, a, b))
+	return nn.Slice(tp, out, 0, 0, n), nn.Slice(tp, out, 0, n, n)
+}

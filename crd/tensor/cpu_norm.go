@@ -110,7 +110,8 @@ func (c *CPU) InstanceNormBackward(dx, dgamma, dbeta, dy, x, y, mean, rstd, gamm
 	}
 	// Per channel (all samples inside), so that dγ and dβ sum in a fixed order.
 	c.parallelFor(ch, 1, func(lo, hi int) {
-		gbuf := make([]float32, hw)
+		gbuf := c.getScratch(hw)
+		defer c.putScratch(gbuf)
 		for k := lo; k < hi; k++ {
 			var sg, sgx float64 // Σ dy·act′ and Σ dy·act′·x̂ over all samples
 			for s := 0; s < n; s++ {

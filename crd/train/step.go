@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/crdgo/crdgo/crd/data"
+	"github.com/crdgo/crdgo/crd/model"
 	"github.com/crdgo/crdgo/crd/nn"
 )
 
@@ -89,10 +90,9 @@ func (t *Trainer) stepPix2Pix(ctx context.Context, b *data.Batch, sync GradSync)
 	losses := Losses{}
 	teacher := (t.state.TeacherSteps+1)%t.rec.Schedule.NDis == 0 // the reference's step counts from 1
 	if teacher {
-		// D on fakes first, then reals: the reference's order (batch norm
-		// running statistics update in call order).
-		pf := n.D.Forward(tp, nn.Concat(tp, 1, a, nn.Detach(T)))
-		pr := n.D.Forward(tp, nn.Concat(tp, 1, a, real))
+		// D on fakes, then reals: the reference's order (batch norm running
+		// statistics update in call order); one batch when D has no batch norm.
+		pf, pr := model.PairForward(tp, n.D, nn.Concat(tp, 1, a, nn.Detach(T)), nn.Concat(tp, 1, a, real))
 		lossD := nn.Scale(tp, nn.Add(tp, ganFake(tp, t.ganMode, pf), ganReal(tp, t.ganMode, pr)), 0.5)
 		tp.Backward(lossD)
 		losses["D"] = t.scalar(lossD)
@@ -194,12 +194,12 @@ func (t *Trainer) stepCycleTeacher(ctx context.Context, b *data.Batch, sync Grad
 	n.D.Params().SetRequiresGrad(true)
 	n.DB.Params().SetRequiresGrad(true)
 	poolB := t.poolB.query(t, fakeB.Value, t.rng)
-	lossDA := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, n.D.Forward(tp, rb)),
-		ganFake(tp, t.ganMode, n.D.Forward(tp, poolB))), 0.5)
+	prA, pfA := model.PairForward(tp, n.D, rb, poolB)
+	lossDA := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, prA), ganFake(tp, t.ganMode, pfA)), 0.5)
 	tp.Backward(lossDA)
 	poolA := t.poolA.query(t, fakeA.Value, t.rng)
-	lossDB := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, n.DB.Forward(tp, ra)),
-		ganFake(tp, t.ganMode, n.DB.Forward(tp, poolA))), 0.5)
+	prB, pfB := model.PairForward(tp, n.DB, ra, poolA)
+	lossDB := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, prB), ganFake(tp, t.ganMode, pfB)), 0.5)
 	tp.Backward(lossDB)
 	losses["D_A"], losses["D_B"] = t.scalar(lossDA), t.scalar(lossDB)
 	if err := t.syncApply(ctx, sync, phaseOpt{"D_A", opt(t.optD, n.D)}, phaseOpt{"D_B", opt(t.optDB, n.DB)}); err != nil {
