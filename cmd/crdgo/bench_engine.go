@@ -161,16 +161,17 @@ func runBenchEngine(ctx context.Context, w io.Writer, f *benchEngineFlags) error
 		}
 	}
 	fmt.Fprintf(w, "machine: %s\n", bench.Machine())
+	_, says := bench.OpenBLASCoretype(f.coretype)
+	fmt.Fprintf(w, "%s\n", says)
 	fmt.Fprintf(w, "step: mobile ResNet G (ngf %d, %d blocks) + PatchGAN D (ndf %d, 3 layers), LSGAN + 10·L1, Adam; %d threads each; %d timed steps after %d warm-up per process, %d processes per side run alternately; medians over all their timed steps\n\n",
 		f.ngf, f.blocks, f.ndf, f.threads, f.steps, f.warmup, max(1, f.repeats))
 	fmt.Fprintf(w, "| config | crdgo ms/step | PyTorch ms/step | ratio crdgo/PyTorch | crdgo peak RSS | PyTorch peak RSS |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|\n")
 	env := bench.ThreadEnv(f.threads)
-	coretype, says := bench.OpenBLASCoretype(f.coretype)
+	coretype, _ := bench.OpenBLASCoretype(f.coretype)
 	if coretype != "" {
 		env = append(env, "OPENBLAS_CORETYPE="+coretype)
 	}
-	fmt.Fprintf(w, "%s\n\n", says)
 	for _, c := range cfgs {
 		common := []string{"--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks),
 			"--steps", strconv.Itoa(f.steps), "--warmup", strconv.Itoa(f.warmup), "--threads", strconv.Itoa(f.threads),

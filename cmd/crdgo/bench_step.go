@@ -149,6 +149,8 @@ func runBenchStep(ctx context.Context, w io.Writer, f *benchStepFlags) error {
 		}
 	}
 	fmt.Fprintf(w, "machine: %s\n", bench.Machine())
+	_, says := bench.OpenBLASCoretype(f.coretype)
+	fmt.Fprintf(w, "%s\n", says)
 	fmt.Fprintf(w, "step: pix2pix CRD (recipe %s): teacher mobile_resnet ngf %d, student ngf %d, %d blocks, PatchGAN ndf %d (6 ch), CRD patch %d, no VGG; %d threads each; %d timed steps after %d warm-up per process, %d processes per side run alternately; medians over all their timed steps\n\n",
 		f.recipe, f.ngf, max(1, f.ngf/4), f.blocks, f.ndf, f.patch, f.threads, f.steps, f.warmup, max(1, f.repeats))
 	head := "| config | crdgo ms/step |"
@@ -166,11 +168,10 @@ func runBenchStep(ctx context.Context, w io.Writer, f *benchStepFlags) error {
 	fmt.Fprintln(w, head)
 	fmt.Fprintln(w, sep)
 	env := bench.ThreadEnv(f.threads)
-	coretype, says := bench.OpenBLASCoretype(f.coretype)
+	coretype, _ := bench.OpenBLASCoretype(f.coretype)
 	if coretype != "" {
 		env = append(env, "OPENBLAS_CORETYPE="+coretype)
 	}
-	fmt.Fprintf(w, "%s\n\n", says)
 	for _, c := range cfgs {
 		common := []string{"--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks),
 			"--patch", strconv.Itoa(f.patch), "--steps", strconv.Itoa(f.steps), "--warmup", strconv.Itoa(f.warmup),
