@@ -112,8 +112,11 @@ func (t *NATS) openLane(ctx context.Context, g Group, lane int, nc *nats.Conn, f
 	if l.data, err = nc.SubscribeSync(subject(g.Job, g.Gen, g.Rank, ls)); err != nil {
 		return nil, fmt.Errorf("nats: subscribe: %w", err)
 	}
-	limit := 2 * t.cfg.Window
-	if err = l.data.SetPendingLimits(limit, limit*frameBytes); err == nil {
+	// Two windows of frames, each with its NATS header block, plus room for
+	// strayFrames foreign or malformed messages (dropped when read): a
+	// stranger publishing to our subject must not push a real frame out.
+	limit := 2*t.cfg.Window + strayFrames
+	if err = l.data.SetPendingLimits(limit, limit*(frameBytes+natsHdrLen)); err == nil {
 		l.credit, err = nc.Subscribe(l.creditIn, l.onCredit)
 	}
 	if err == nil {
@@ -325,6 +328,8 @@ const (
 	padKey     = "Crar-Pad"
 	hdrPad     = "000000"
 	natsHdrLen = 128
+	// strayFrames is the pending-limit slack for messages that are not ours.
+	strayFrames = 16
 )
 
 func natsHeaderLen(h nats.Header) int {
