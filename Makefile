@@ -1,4 +1,4 @@
-# crdgo — make run trains/benchmarks on embedded defaults, make test is what CI runs.
+# crdgo — make run trains the demo on embedded defaults, make test is what CI runs.
 # Both install what a fresh Debian machine lacks (Debian packages via apt-get) first.
 
 GO      ?= go
@@ -45,6 +45,12 @@ nocgo:
 	CGO_ENABLED=0 $(GO) test -count=1 -timeout 30m ./crd/tensor/... ./crd/nn/...
 
 test: deps vet unit race nocgo
+
+# The side-by-side benchmarks of README's Results (several minutes).
+bench: build
+	$(BIN) bench engine
+	$(BIN) bench step
+	$(BIN) bench allreduce
 
 clean:
 	rm -rf bin
