@@ -83,7 +83,7 @@ intact checkpoint); the recipe comes from the checkpoint.`,
 				return err
 			}
 			if f.asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"checkpoint": cp, "recipe": rec.Name, "eval": evalJSON(res)})
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"checkpoint": cp, "recipe": rec.Name, "eval": res})
 			}
 			printEval(cmd.OutOrStdout(), cp, rec, res)
 			return nil
@@ -122,17 +122,4 @@ func num(v float64, prec int) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.*f", prec, v)
-}
-
-func evalJSON(res train.EvalResult) map[string]any {
-	f := func(s train.Scores) map[string]any {
-		out := map[string]any{}
-		for k, v := range map[string]float64{"fid": s.FID, "kid": s.KID, "kid_std": s.KIDStd, "psnr": s.PSNR, "ssim": s.SSIM, "l1": s.L1} {
-			if !math.IsNaN(v) && !math.IsInf(v, 0) {
-				out[k] = v
-			}
-		}
-		return out
-	}
-	return map[string]any{"images": res.Images, "teacher": f(res.Teacher), "student": f(res.Student), "real_stats": res.RealStats}
 }

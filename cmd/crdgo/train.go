@@ -66,7 +66,7 @@ func (p *pretrainedFlags) load(be tensor.Backend, log *zap.Logger) (train.Extras
 			return ext, fmt.Errorf("--vgg: %w", err)
 		}
 		ext.VGG = v
-	} else if p.vgg == "" && log != nil {
+	} else if log != nil {
 		log.Warn("no VGG16 weights (--vgg): training without the perceptual style and feature terms")
 	}
 	if p.inception != "" {
@@ -169,9 +169,9 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	cfg := train.Config{Recipe: rec, DataRoot: f.dataRoot, OutDir: out, VGG: f.pre.vgg, Inception: f.pre.inception,
-		RealStats: f.pre.realStats, MaxSteps: f.maxSteps, LogEvery: f.logEvery, SampleEvery: f.sampleEvery,
-		CheckpointEvery: f.checkpointEvery, KeepCheckpoints: f.keep, Workers: f.workers, Progress: !f.noProgress}
+	cfg := train.Config{Recipe: rec, DataRoot: f.dataRoot, OutDir: out, RealStats: f.pre.realStats,
+		MaxSteps: f.maxSteps, LogEvery: f.logEvery, SampleEvery: f.sampleEvery, CheckpointEvery: f.checkpointEvery,
+		KeepCheckpoints: f.keep, Workers: f.workers, Version: versionString()}
 	tr, err := train.New(cfg, be, ext, log)
 	if err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 
 	"github.com/crdgo/crdgo/crd/data"
 	"github.com/crdgo/crdgo/crd/nn"
-	"github.com/crdgo/crdgo/crd/tensor"
 	"github.com/crdgo/crdgo/crd/train"
 )
 
@@ -77,6 +76,7 @@ forward pass is printed, after one warm-up pass.`,
 			g.SetTraining(false)
 			w := cmd.OutOrStdout()
 			var lat []time.Duration
+			tp := nn.NewTape(be)
 			warm := false
 			for i, in := range ins {
 				fh, err := os.Open(in)
@@ -89,7 +89,6 @@ forward pass is printed, after one warm-up pass.`,
 					return fmt.Errorf("%s: %w", in, err)
 				}
 				ex := []data.Example{{A: img}}
-				tp := newTapeFor(be)
 				if !warm {
 					train.Translate(tp, g, ex)
 					warm = true
@@ -131,5 +130,3 @@ func ngfOf(r train.Recipe, net string) int {
 	}
 	return r.Student.NGF
 }
-
-func newTapeFor(be tensor.Backend) *nn.Tape { return nn.NewTape(be) }

@@ -50,8 +50,8 @@ func NewPatchGAN(be tensor.Backend, c PatchGANConfig) (*PatchGAN, error) {
 	ps := nn.NewParamSet(be)
 	useBias := c.Norm == NormInstance
 	d := &PatchGAN{cfg: c, ps: ps}
-	s2 := conv(tensor.ConvParams{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1})
-	s1 := conv(tensor.ConvParams{PadH: 1, PadW: 1})
+	s2 := tensor.ConvParams{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}
+	s1 := tensor.ConvParams{PadH: 1, PadW: 1}
 	d.convs = append(d.convs, nn.NewConv2d(ps, "model.0", c.InC, c.NDF, 4, 4, s2, true, initStd))
 	d.norms = append(d.norms, nil)
 	idx, mult := 2, 1

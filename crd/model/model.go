@@ -76,5 +76,3 @@ func (n *normLayer) setTraining(on bool) {
 		n.bn.Training = on
 	}
 }
-
-func conv(p tensor.ConvParams) tensor.ConvParams { return p.Norm() }

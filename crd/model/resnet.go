@@ -65,39 +65,39 @@ func NewResnetGenerator(be tensor.Backend, c ResnetConfig) (*ResnetGenerator, er
 	f := c.NGF
 	useBias := c.Norm == NormInstance
 	g := &ResnetGenerator{cfg: c, ps: ps}
-	g.in = nn.NewConv2d(ps, "model.1", c.InC, f, 7, 7, conv(tensor.ConvParams{}), useBias, initStd)
+	g.in = nn.NewConv2d(ps, "model.1", c.InC, f, 7, 7, tensor.ConvParams{}, useBias, initStd)
 	g.n1 = newNorm(ps, c.Norm, "model.2", f)
-	g.down1 = nn.NewConv2d(ps, "model.4", f, 2*f, 3, 3, conv(tensor.ConvParams{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}), useBias, initStd)
+	g.down1 = nn.NewConv2d(ps, "model.4", f, 2*f, 3, 3, tensor.ConvParams{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, useBias, initStd)
 	g.n2 = newNorm(ps, c.Norm, "model.5", 2*f)
-	g.down2 = nn.NewConv2d(ps, "model.7", 2*f, 4*f, 3, 3, conv(tensor.ConvParams{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}), useBias, initStd)
+	g.down2 = nn.NewConv2d(ps, "model.7", 2*f, 4*f, 3, 3, tensor.ConvParams{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, useBias, initStd)
 	g.n3 = newNorm(ps, c.Norm, "model.8", 4*f)
 	d := 4 * f
 	for i := 0; i < c.Blocks; i++ {
 		p := fmt.Sprintf("model.%d.conv_block", 10+i)
 		b := &resnetBlock{}
 		if c.Mobile {
-			dwp := conv(tensor.ConvParams{Groups: d})
+			dwp := tensor.ConvParams{Groups: d}
 			b.dw1 = nn.NewConv2d(ps, p+".1.conv.0", d, d, 3, 3, dwp, true, initStd)
-			b.pw1 = nn.NewConv2d(ps, p+".1.conv.2", d, d, 1, 1, conv(tensor.ConvParams{}), true, initStd)
+			b.pw1 = nn.NewConv2d(ps, p+".1.conv.2", d, d, 1, 1, tensor.ConvParams{}, true, initStd)
 			b.n1 = newNorm(ps, c.Norm, p+".2", d)
 			b.dw2 = nn.NewConv2d(ps, p+".6.conv.0", d, d, 3, 3, dwp, true, initStd)
-			b.pw2 = nn.NewConv2d(ps, p+".6.conv.2", d, d, 1, 1, conv(tensor.ConvParams{}), true, initStd)
+			b.pw2 = nn.NewConv2d(ps, p+".6.conv.2", d, d, 1, 1, tensor.ConvParams{}, true, initStd)
 			b.n2 = newNorm(ps, c.Norm, p+".7", d)
 		} else {
-			b.conv1 = nn.NewConv2d(ps, p+".1", d, d, 3, 3, conv(tensor.ConvParams{}), useBias, initStd)
+			b.conv1 = nn.NewConv2d(ps, p+".1", d, d, 3, 3, tensor.ConvParams{}, useBias, initStd)
 			b.n1 = newNorm(ps, c.Norm, p+".2", d)
-			b.conv2 = nn.NewConv2d(ps, p+".6", d, d, 3, 3, conv(tensor.ConvParams{}), useBias, initStd)
+			b.conv2 = nn.NewConv2d(ps, p+".6", d, d, 3, 3, tensor.ConvParams{}, useBias, initStd)
 			b.n2 = newNorm(ps, c.Norm, p+".7", d)
 		}
 		g.blocks = append(g.blocks, b)
 	}
 	k := 10 + c.Blocks
-	up := conv(tensor.ConvParams{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, OutPadH: 1, OutPadW: 1})
+	up := tensor.ConvParams{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, OutPadH: 1, OutPadW: 1}
 	g.up1 = nn.NewConvTranspose2d(ps, fmt.Sprintf("model.%d", k), 4*f, 2*f, 3, 3, up, useBias, initStd)
 	g.n4 = newNorm(ps, c.Norm, fmt.Sprintf("model.%d", k+1), 2*f)
 	g.up2 = nn.NewConvTranspose2d(ps, fmt.Sprintf("model.%d", k+3), 2*f, f, 3, 3, up, useBias, initStd)
 	g.n5 = newNorm(ps, c.Norm, fmt.Sprintf("model.%d", k+4), f)
-	g.out = nn.NewConv2d(ps, fmt.Sprintf("model.%d", k+7), f, c.OutC, 7, 7, conv(tensor.ConvParams{}), true, initStd)
+	g.out = nn.NewConv2d(ps, fmt.Sprintf("model.%d", k+7), f, c.OutC, 7, 7, tensor.ConvParams{}, true, initStd)
 	ps.Pack()
 	return g, nil
 }

@@ -27,6 +27,9 @@ func NewAdam(ps *ParamSet, lr, beta1, beta2 float32) *Adam {
 	}
 }
 
+// Params is the parameter set the optimizer updates.
+func (a *Adam) Params() *ParamSet { return a.ps }
+
 // Steps is the number of steps taken so far.
 func (a *Adam) Steps() int { return a.step }
 

@@ -1,32 +1,23 @@
 package nn
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
-// ChannelSync sums per-channel statistics across data-parallel ranks in place
-// (synchronised batch norm): buf holds C floats, or 2·C, plus a trailing count.
-// Nil means a single process.
-type ChannelSync func(buf []float32) error
-
 // BatchNorm2d is torch.nn.BatchNorm2d: in training mode it normalises with the
 // batch's statistics over (N,H,W) and updates the running statistics (momentum,
 // unbiased variance); in evaluation mode it uses the running statistics.
+// The statistics are per-channel sums (Backend.ChannelSums) brought to the
+// host, where data-parallel ranks could sum them (synchronised batch norm, not
+// wired yet: batch norm runs in one process).
 type BatchNorm2d struct {
 	Weight, Bias            *Var // (C), nil when not affine
 	RunningMean, RunningVar *Var // buffers (C)
 	NumBatchesTracked       *Var // buffer, shape (), an int64 in PyTorch files
 	Eps, Momentum           float32
 	Training                bool
-	// Sync, when set, sums the statistics across ranks in the forward pass and
-	// the gradient sums in the backward pass.
-	Sync ChannelSync
-	// Err keeps the first error Sync returned; the trainer checks it after the
-	// backward pass (a failed sync leaves values computed from local sums).
-	Err error
 }
 
 // NewBatchNorm2d registers prefix.{weight,bias,running_mean,running_var,
@@ -55,33 +46,28 @@ func (bn *BatchNorm2d) Forward(tp *Tape, x *Var, act tensor.Activation) *Var {
 		s1, s2 := tp.New(c), tp.New(c)
 		// Pass 1: the mean; pass 2: centred sum of squares (no cancellation).
 		be.ChannelSums(s1, nil, x.Value, nil)
-		buf := make([]float32, c+1)
+		buf := make([]float32, 2*c)
 		be.Download(buf[:c], s1)
-		buf[c] = float32(count)
-		bn.sync(buf)
-		total := float64(buf[c])
 		for i := range hm {
-			hm[i] = float32(float64(buf[i]) / total)
+			hm[i] = float32(float64(buf[i]) / count)
 		}
 		be.Upload(mean, hm)
 		be.ChannelSums(s1, s2, x.Value, mean)
-		buf2 := make([]float32, 2*c)
-		be.Download(buf2[:c], s1)
-		be.Download(buf2[c:], s2)
-		bn.sync(buf2)
+		be.Download(buf[:c], s1)
+		be.Download(buf[c:], s2)
 		rm, rv := make([]float32, c), make([]float32, c)
 		be.Download(rm, bn.RunningMean.Value)
 		be.Download(rv, bn.RunningVar.Value)
 		mom := float64(bn.Momentum)
 		for i := range hm {
 			// Σ(x−m)² − (Σ(x−m))²/n corrects for m being the rounded mean.
-			d := float64(buf2[i])
-			ss := float64(buf2[c+i]) - d*d/total
-			v := max(ss/total, 0)
+			d := float64(buf[i])
+			ss := float64(buf[c+i]) - d*d/count
+			v := max(ss/count, 0)
 			hr[i] = float32(1 / math.Sqrt(v+float64(bn.Eps)))
 			unbiased := v
-			if total > 1 {
-				unbiased = ss / (total - 1)
+			if count > 1 {
+				unbiased = ss / (count - 1)
 			}
 			rm[i] = float32((1-mom)*float64(rm[i]) + mom*float64(hm[i]))
 			rv[i] = float32((1-mom)*float64(rv[i]) + mom*unbiased)
@@ -93,7 +79,6 @@ func (bn *BatchNorm2d) Forward(tp *Tape, x *Var, act tensor.Activation) *Var {
 		be.Download(nb, bn.NumBatchesTracked.Value)
 		nb[0]++
 		be.Upload(bn.NumBatchesTracked.Value, nb)
-		count = total
 	} else {
 		be.Download(hm, bn.RunningMean.Value)
 		be.Upload(mean, hm)
@@ -121,23 +106,6 @@ func (bn *BatchNorm2d) Forward(tp *Tape, x *Var, act tensor.Activation) *Var {
 		if dx == nil {
 			return
 		}
-		if bn.Sync != nil && count > 0 {
-			buf := make([]float32, 2*c)
-			be.Download(buf[:c], sdy)
-			be.Download(buf[c:], sdyx)
-			bn.sync(buf)
-			be.Upload(sdy, buf[:c])
-			be.Upload(sdyx, buf[c:])
-		}
 		be.BatchNormBackward(dx, dy, x.Value, y, mean, rstd, valueOf(bn.Weight), sdy, sdyx, float32(count), act)
 	}, x, bn.Weight, bn.Bias)
-}
-
-func (bn *BatchNorm2d) sync(buf []float32) {
-	if bn.Sync == nil {
-		return
-	}
-	if err := bn.Sync(buf); err != nil && bn.Err == nil {
-		bn.Err = fmt.Errorf("nn: batch norm statistics sync: %w", err)
-	}
 }

@@ -77,7 +77,7 @@ func (ps *ParamSet) LoadStateDict(ts []weights.Tensor, opt LoadOptions) error {
 			continue
 		}
 		used++
-		if !sameDims(t.Shape, p.Var.Value.Shape) {
+		if !p.Var.Value.Shape.Equal(t.Shape) {
 			errs = append(errs, fmt.Errorf("tensor %q: shape %v in file, model wants %v", t.Name, t.Shape, p.Var.Value.Shape))
 			continue
 		}
@@ -123,18 +123,6 @@ func (ps *ParamSet) LoadStateDict(ts []weights.Tensor, opt LoadOptions) error {
 		ps.be.Upload(p.Var.Value, host)
 	}
 	return nil
-}
-
-func sameDims(a []int, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func truncList(s []string, n int) string {
@@ -219,7 +207,7 @@ func (a *Adam) LoadStateTensors(ts []weights.Tensor, meta map[string]string) err
 			switch {
 			case t == nil:
 				errs = append(errs, fmt.Errorf("optimizer state: tensor %q missing", dst.prefix+p.Name))
-			case t.F32 == nil || !sameDims(t.Shape, p.Var.Value.Shape):
+			case t.F32 == nil || !p.Var.Value.Shape.Equal(t.Shape):
 				errs = append(errs, fmt.Errorf("optimizer state: tensor %q: %s %v, want F32 %v", t.Name, t.DType, t.Shape, p.Var.Value.Shape))
 			default:
 				copy(dst.buf[off:off+n], t.F32)

@@ -22,8 +22,8 @@ type colBlock struct {
 	cols int // Σ (oy1−oy0)·ow
 }
 
-// whole reports a block that is exactly one sample's full output plane, so
-// the GEMMs can read and write the sample's tensors in place.
+// single reports a block of one segment (rows of one sample), whose matrices
+// the GEMMs can read and write in place with the plane's row stride.
 func (b colBlock) single() bool { return len(b.segs) == 1 }
 
 // colBlocks cuts the N·oh·ow output positions of g into blocks of at most

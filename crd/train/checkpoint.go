@@ -53,33 +53,24 @@ type checkpointState struct {
 	Recipe Recipe `json:"recipe"`
 }
 
-// Version is written into manifests; cmd/crdgo sets it at start-up.
-var Version = "dev"
-
 const manifestName = "manifest.json"
 
-// netFiles are the networks of a run and their file names.
-func (t *Trainer) netFiles() []struct {
+// netFile is one network of a run, its optimizer (nil for the best teacher)
+// and the name of its files.
+type netFile struct {
 	name string
 	net  model.Network
 	opt  *nn.Adam
-} {
+}
+
+// netFiles are the networks of a run, in a fixed order.
+func (t *Trainer) netFiles() []netFile {
 	n := t.Nets
-	all := []struct {
-		name string
-		net  model.Network
-		opt  *nn.Adam
-	}{
+	all := []netFile{
 		{"teacher_G", n.GT, t.optGT}, {"teacher_G_B", n.GTB, t.optGTB}, {"teacher_G_best", n.GTBest, nil},
 		{"teacher_D", n.D, t.optD}, {"teacher_D_B", n.DB, t.optDB}, {"student_G", n.S, t.optS},
 	}
-	return slices.DeleteFunc(all, func(e struct {
-		name string
-		net  model.Network
-		opt  *nn.Adam
-	}) bool {
-		return e.net == nil
-	})
+	return slices.DeleteFunc(all, func(f netFile) bool { return f.net == nil })
 }
 
 // SaveCheckpoint writes the trainer's whole state under dir/step-NNNNNNNN and
@@ -136,7 +127,11 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 		return "", err
 	}
 	files = append(files, "state.json")
-	m := Manifest{Step: t.state.Step, Recipe: t.rec.Name, Version: Version, Created: time.Now().UTC()}
+	version := t.cfg.Version
+	if version == "" {
+		version = "dev"
+	}
+	m := Manifest{Step: t.state.Step, Recipe: t.rec.Name, Version: version, Created: time.Now().UTC()}
 	for _, f := range files {
 		mf, err := hashFile(filepath.Join(tmp, f))
 		if err != nil {

@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -34,6 +35,46 @@ type Scores struct {
 	SSIM    float64 `json:"ssim"`
 	L1      float64 `json:"l1"` // mean |output − target| on [0,1]
 	Warning string  `json:"warning,omitempty"`
+}
+
+// scoreFields are the measurements of Scores by JSON name.
+func (s *Scores) scoreFields() map[string]*float64 {
+	return map[string]*float64{"fid": &s.FID, "kid": &s.KID, "kid_std": &s.KIDStd, "psnr": &s.PSNR, "ssim": &s.SSIM, "l1": &s.L1}
+}
+
+// MarshalJSON leaves out what was not measured (NaN) and what JSON cannot
+// hold (±Inf, e.g. the PSNR of identical images).
+func (s Scores) MarshalJSON() ([]byte, error) {
+	out := map[string]any{}
+	for k, v := range s.scoreFields() {
+		if !math.IsNaN(*v) && !math.IsInf(*v, 0) {
+			out[k] = *v
+		}
+	}
+	if s.Warning != "" {
+		out["warning"] = s.Warning
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote; absent measurements are NaN.
+func (s *Scores) UnmarshalJSON(b []byte) error {
+	var in map[string]json.RawMessage
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*s = nanScores()
+	for k, p := range s.scoreFields() {
+		if raw, ok := in[k]; ok {
+			if err := json.Unmarshal(raw, p); err != nil {
+				return fmt.Errorf("scores: %s: %w", k, err)
+			}
+		}
+	}
+	if raw, ok := in["warning"]; ok {
+		return json.Unmarshal(raw, &s.Warning)
+	}
+	return nil
 }
 
 // EvalResult is an evaluation of teacher and student.

@@ -54,7 +54,7 @@ func openReporter(dir string, fromStep int) (*reporter, error) {
 	p := filepath.Join(dir, "metrics.jsonl")
 	var kept []MetricsLine
 	if b, err := os.ReadFile(p); err == nil {
-		sc := bufio.NewScanner(bytesReader(b))
+		sc := bufio.NewScanner(bytes.NewReader(b))
 		sc.Buffer(make([]byte, 0, 1<<16), 1<<24)
 		for sc.Scan() {
 			var m MetricsLine
@@ -77,7 +77,7 @@ func openReporter(dir string, fromStep int) (*reporter, error) {
 }
 
 func (r *reporter) write(m MetricsLine) error {
-	b, err := json.Marshal(sanitize(m))
+	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
@@ -87,35 +87,6 @@ func (r *reporter) write(m MetricsLine) error {
 		r.history = append(r.history, m)
 	}
 	return nil
-}
-
-// sanitize replaces NaN and ±Inf (JSON has neither) by null-like zero values
-// in evaluations: encoding/json rejects them.
-func sanitize(m MetricsLine) any {
-	if m.Eval == nil {
-		return m
-	}
-	b, _ := json.Marshal(struct {
-		MetricsLine
-		Eval any `json:"eval"`
-	}{m, jsonScores(*m.Eval)})
-	return json.RawMessage(b)
-}
-
-func jsonScores(e EvalResult) map[string]any {
-	f := func(s Scores) map[string]any {
-		out := map[string]any{}
-		for k, v := range map[string]float64{"fid": s.FID, "kid": s.KID, "kid_std": s.KIDStd, "psnr": s.PSNR, "ssim": s.SSIM, "l1": s.L1} {
-			if !math.IsNaN(v) && !math.IsInf(v, 0) {
-				out[k] = v
-			}
-		}
-		if s.Warning != "" {
-			out["warning"] = s.Warning
-		}
-		return out
-	}
-	return map[string]any{"images": e.Images, "teacher": f(e.Teacher), "student": f(e.Student), "real_stats": e.RealStats}
 }
 
 func (r *reporter) log(m MetricsLine) error {
@@ -220,7 +191,7 @@ func sampleGrid(path string, tp *nn.Tape, teacher, student model.Network, exs []
 	}
 	for c, col := range cols {
 		for r, chw := range col {
-			drawCHW(img, chw, side, c*(side+gap), r*(side+gap))
+			drawCHW(img, chw, side, side, c*(side+gap), r*(side+gap))
 		}
 	}
 	return writePNG(path, img)
@@ -234,14 +205,14 @@ func pick(exs []data.Example, f func(data.Example) []float32) [][]float32 {
 	return out
 }
 
-// drawCHW draws a 3×side×side image in [−1,1] at (x0, y0), converted as tensor2im.
-func drawCHW(img *image.RGBA, chw []float32, side, x0, y0 int) {
+// drawCHW draws a 3×h×w image in [−1,1] at (x0, y0), converted as tensor2im.
+func drawCHW(img *image.RGBA, chw []float32, h, w, x0, y0 int) {
 	u := make([]uint8, len(chw))
 	toUint8(u, chw, false)
-	hw := side * side
-	for y := 0; y < side; y++ {
-		for x := 0; x < side; x++ {
-			i := y*side + x
+	hw := h * w
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			i := y*w + x
 			img.SetRGBA(x0+x, y0+y, color.RGBA{u[i], u[hw+i], u[2*hw+i], 255})
 		}
 	}
@@ -266,17 +237,7 @@ func writePNG(path string, img image.Image) error {
 
 // WriteImage writes a 3×H×W image in [−1,1] as PNG (tensor2im conversion).
 func WriteImage(path string, chw []float32, h, w int) error {
-	u := make([]uint8, len(chw))
-	toUint8(u, chw, false)
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	hw := h * w
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			i := y*w + x
-			img.SetRGBA(x, y, color.RGBA{u[i], u[hw+i], u[2*hw+i], 255})
-		}
-	}
+	drawCHW(img, chw, h, w, 0, 0)
 	return writePNG(path, img)
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

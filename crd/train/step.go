@@ -32,7 +32,7 @@ type State struct {
 	BestStudent   float64     `json:"best_student"`   // lowest student FID so far (0: none yet)
 }
 
-// image is one NCHW batch on the host.
+// input uploads one of the batch's NCHW image sets as a constant.
 func (t *Trainer) input(x []float32, b *data.Batch) *nn.Var {
 	return t.tp.Input(x, b.N, b.C, b.H, b.W)
 }
@@ -111,9 +111,9 @@ func (t *Trainer) stepPix2Pix(ctx context.Context, b *data.Batch, sync GradSync)
 
 	var phases []phaseOpt
 	if teacher {
-		phases = append(phases, phaseOpt{"D", opt(t.optD, n.D)}, phaseOpt{"G_T", opt(t.optGT, n.GT)})
+		phases = append(phases, phaseOpt{"D", t.optD}, phaseOpt{"G_T", t.optGT})
 	}
-	phases = append(phases, phaseOpt{"G_S", opt(t.optS, n.S)})
+	phases = append(phases, phaseOpt{"G_S", t.optS})
 	if err := t.syncApply(ctx, sync, phases...); err != nil {
 		return nil, err
 	}
@@ -187,7 +187,7 @@ func (t *Trainer) stepCycleTeacher(ctx context.Context, b *data.Batch, sync Grad
 	tp.Backward(lossG)
 	losses := Losses{"G": t.scalar(lossG), "G_A_gan": t.scalar(ganA), "G_B_gan": t.scalar(ganB),
 		"cycle_A": t.scalar(cycA), "cycle_B": t.scalar(cycB), "idt_A": t.scalar(idA), "idt_B": t.scalar(idB)}
-	if err := t.syncApply(ctx, sync, phaseOpt{"G_A", opt(t.optGT, n.GT)}, phaseOpt{"G_B", opt(t.optGTB, n.GTB)}); err != nil {
+	if err := t.syncApply(ctx, sync, phaseOpt{"G_A", t.optGT}, phaseOpt{"G_B", t.optGTB}); err != nil {
 		return nil, err
 	}
 
@@ -202,7 +202,7 @@ func (t *Trainer) stepCycleTeacher(ctx context.Context, b *data.Batch, sync Grad
 	lossDB := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, prB), ganFake(tp, t.ganMode, pfB)), 0.5)
 	tp.Backward(lossDB)
 	losses["D_A"], losses["D_B"] = t.scalar(lossDA), t.scalar(lossDB)
-	if err := t.syncApply(ctx, sync, phaseOpt{"D_A", opt(t.optD, n.D)}, phaseOpt{"D_B", opt(t.optDB, n.DB)}); err != nil {
+	if err := t.syncApply(ctx, sync, phaseOpt{"D_A", t.optD}, phaseOpt{"D_B", t.optDB}); err != nil {
 		return nil, err
 	}
 	return losses, nil
@@ -224,7 +224,7 @@ func (t *Trainer) stepCycleStudent(ctx context.Context, b *data.Batch, sync Grad
 	S := n.S.Forward(tp, a)
 	losses := Losses{}
 	tp.Backward(t.studentLoss(tp, a, S, nn.Detach(T), n.D, false, losses))
-	if err := t.syncApply(ctx, sync, phaseOpt{"G_S", opt(t.optS, n.S)}); err != nil {
+	if err := t.syncApply(ctx, sync, phaseOpt{"G_S", t.optS}); err != nil {
 		return nil, err
 	}
 	return losses, nil

@@ -33,11 +33,6 @@ type Config struct {
 	DataRoot string
 	// OutDir receives checkpoints/, samples/, metrics.jsonl and loss.png.
 	OutDir string
-	// VGG is a VGG16 weights file (torchvision vgg16-397923af.pth or
-	// safetensors). Without it the perceptual terms are off (and the run says so).
-	VGG string
-	// Inception is pytorch-fid's Inception weights file; without it no FID/KID.
-	Inception string
 	// RealStats overrides the recipe's real statistics file (npz).
 	RealStats string
 	// MaxSteps stops training after this many steps (0: the recipe's epochs).
@@ -48,8 +43,8 @@ type Config struct {
 	KeepCheckpoints int
 	// Workers decode data (0: GOMAXPROCS).
 	Workers int
-	// Progress draws a progress bar on stderr.
-	Progress bool
+	// Version is crdgo's version, written into checkpoint manifests ("dev" if empty).
+	Version string
 }
 
 // Validate checks the run settings (the recipe validates itself on load).
@@ -242,7 +237,7 @@ func (t *Trainer) syncApply(ctx context.Context, sync GradSync, phases ...phaseO
 		if sync == nil {
 			continue
 		}
-		g := p.opt.Grads()
+		g := p.opt.Params().Grads()
 		host := g.Data
 		if host == nil { // a device backend: round trip through the host
 			host = make([]float32, g.Numel())
@@ -263,20 +258,5 @@ func (t *Trainer) syncApply(ctx context.Context, sync GradSync, phases ...phaseO
 
 type phaseOpt struct {
 	name string
-	opt  optimizer
+	opt  *nn.Adam
 }
-
-// optimizer is an Adam with access to its parameters' gradients.
-type optimizer interface {
-	Step()
-	Grads() *tensor.Tensor
-}
-
-type adamOf struct {
-	*nn.Adam
-	ps *nn.ParamSet
-}
-
-func (a adamOf) Grads() *tensor.Tensor { return a.ps.Grads() }
-
-func opt(a *nn.Adam, n model.Network) optimizer { return adamOf{a, n.Params()} }
