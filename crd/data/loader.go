@@ -14,10 +14,14 @@ import (
 // LoaderConfig says how a Loader walks its dataset.
 type LoaderConfig struct {
 	Seed      uint64 `yaml:"seed"`       // epoch permutations and augmentation
-	BatchSize int    `yaml:"batch_size"` // examples per batch; an epoch's last batch may be short
+	BatchSize int    `yaml:"batch_size"` // examples per global batch; an epoch's last batch may be short
 	Shuffle   bool   `yaml:"shuffle"`    // a seeded permutation per epoch; off: index order
 	Workers   int    `yaml:"workers"`    // decoding goroutines; 0: GOMAXPROCS
 	Prefetch  int    `yaml:"prefetch"`   // batches prepared ahead of Next; 0: 2
+	// World and Rank make the loader deliver only rank's part of each global batch
+	// (Split); 0 and 0 mean one process (world 1). World must not exceed BatchSize.
+	World int `yaml:"world"`
+	Rank  int `yaml:"rank"`
 }
 
 // Validate reports every invalid field at once.
@@ -32,6 +36,16 @@ func (c LoaderConfig) Validate() error {
 	if c.Prefetch < 0 {
 		errs = append(errs, fmt.Errorf("data.prefetch: must be ≥ 0 (0: 2 batches), got %d", c.Prefetch))
 	}
+	world := max(c.World, 1)
+	switch {
+	case c.World < 0:
+		errs = append(errs, fmt.Errorf("data.world: must be ≥ 1 (0: one process), got %d", c.World))
+	case c.BatchSize >= 1 && world > c.BatchSize:
+		errs = append(errs, fmt.Errorf("data.world: %d ranks for a global batch of %d examples: want world ≤ batch (raise the batch)", c.World, c.BatchSize))
+	}
+	if c.Rank < 0 || c.Rank >= world {
+		errs = append(errs, fmt.Errorf("data.rank: must be in [0, %d), got %d", world, c.Rank))
+	}
 	return errors.Join(errs...)
 }
 
@@ -45,8 +59,10 @@ type Cursor struct {
 	Pos   int `json:"pos"`
 }
 
-// Batch is a batch of examples, stacked: A and B are N×C×H×W float32 in [−1, 1],
-// contiguous (B is nil for a single dataset). The caller owns the slices.
+// Batch is this rank's part of one global batch, stacked: A and B are N×C×H×W float32
+// in [−1, 1], contiguous (B is nil for a single dataset). The caller owns the slices.
+// N may be 0: a rank whose part of the epoch's short last batch is empty still gets the
+// batch, so that it takes part in the step's collective operations.
 type Batch struct {
 	A, B       []float32
 	N, C, H, W int
@@ -55,6 +71,9 @@ type Batch struct {
 	Indices    []int  // dataset indices
 	Epoch      int    // the epoch the batch belongs to
 	Cursor     Cursor // the loader's cursor after this batch
+	// Total is the size of the global batch this is a part of, and Offset the position
+	// of this part's first example in it: the part is [Offset, Offset+N) of Total.
+	Total, Offset int
 }
 
 // ErrEpochEnd is returned by Next once after the last batch of each epoch; the following
@@ -75,10 +94,16 @@ type LoaderStats struct {
 // workers, on timing, or on where the loader was started: Seek(c) followed by Next gives
 // what a loader that got to c by calling Next would give.
 //
-// An example whose image cannot be read is skipped: the loader logs the file (at warn
-// level the first time for each of the first 20 such files, otherwise at debug), counts
-// it in Stats().Skipped, and fills the batch from the next positions. An epoch in which
-// no example can be read is an error.
+// Global batches: step k of an epoch takes positions [k·BatchSize, (k+1)·BatchSize) of the
+// epoch's order (the last one short). With World > 1 the loader decodes and delivers only
+// Rank's part of each (Split), so the global batch is the same whatever the world size.
+//
+// An example whose image cannot be read is replaced by the example at the next position
+// of the epoch's order (wrapping around) whose images can be read: a rule that looks at
+// nothing but the dataset, so every world size makes the same replacement. The loader
+// logs the file (at warn level the first time for each of the first 20 such files,
+// otherwise at debug) and counts it in Stats().Skipped. An epoch in which no example can
+// be read is an error.
 //
 // Next, Seek, Cursor and Close must not be called concurrently; Stats may be called from
 // any goroutine. Close stops and waits for the goroutines.
@@ -192,8 +217,9 @@ func (l *Loader) Next(ctx context.Context) (Batch, error) {
 }
 
 // pipeline is one run of the loader's goroutines from a cursor: a feeder that walks the
-// positions and hands them to the workers in order, the workers that decode examples,
-// and an assembler that collects the results in position order into batches.
+// positions of this rank's parts of the global batches and hands them to the workers in
+// order, the workers that decode examples, and an assembler that collects the results in
+// position order into batches.
 type pipeline struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -217,21 +243,37 @@ type skip struct {
 	epoch, index int
 }
 
-// job is one position to load; res receives its result.
+// marker says what a job without a result channel stands for.
+type marker int
+
+const (
+	example  marker = iota // a position to decode
+	batchEnd               // the end of this rank's part of a global batch
+	epochEnd               // the end of an epoch
+)
+
+// job is one position to load (res receives its result), or a marker. For a batchEnd,
+// pos is the cursor after the global batch, total its size and offset this rank's first
+// position in it.
 type job struct {
-	epoch, pos, index int
-	res               chan result
+	kind          marker
+	epoch, pos    int
+	order         []int // the epoch's order, shared read-only
+	total, offset int
+	res           chan result
 }
 
 type result struct {
-	ex  Example
-	err error
+	ex      Example
+	skipped []skip
+	err     error
 }
 
 func (l *Loader) start(from Cursor) *pipeline {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pipeline{cancel: cancel, out: make(chan item, l.cfg.Prefetch)}
-	window := l.cfg.Prefetch * l.cfg.BatchSize // examples decoded ahead of the assembler
+	world := max(l.cfg.World, 1)
+	window := l.cfg.Prefetch * max(1, l.cfg.BatchSize/world) // examples decoded ahead of the assembler
 	jobs := make(chan job)
 	ordered := make(chan job, window)
 	p.wg.Add(2 + l.cfg.Workers)
@@ -239,26 +281,39 @@ func (l *Loader) start(from Cursor) *pipeline {
 		defer p.wg.Done()
 		defer close(jobs)
 		defer close(ordered)
+		put := func(j job) bool {
+			select { // ordered first: its capacity is the prefetch bound
+			case ordered <- j:
+			case <-ctx.Done():
+				return false
+			}
+			if j.kind != example {
+				return true
+			}
+			select {
+			case jobs <- j:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
 		c := from
 		for {
 			order := l.Order(c.Epoch)
-			for ; c.Pos < len(order); c.Pos++ {
-				j := job{epoch: c.Epoch, pos: c.Pos, index: order[c.Pos], res: make(chan result, 1)}
-				select { // ordered first: its capacity is the prefetch bound
-				case ordered <- j:
-				case <-ctx.Done():
-					return
+			for pos := c.Pos; pos < len(order); {
+				total := min(l.cfg.BatchSize, len(order)-pos)
+				lo, hi := Split(total, world, l.cfg.Rank)
+				for q := pos + lo; q < pos+hi; q++ {
+					if !put(job{kind: example, epoch: c.Epoch, pos: q, order: order, res: make(chan result, 1)}) {
+						return
+					}
 				}
-				select {
-				case jobs <- j:
-				case <-ctx.Done():
+				pos += total
+				if !put(job{kind: batchEnd, epoch: c.Epoch, pos: pos, total: total, offset: lo}) {
 					return
 				}
 			}
-			// An epoch marker: a job with no result channel.
-			select {
-			case ordered <- job{epoch: c.Epoch, pos: c.Pos}:
-			case <-ctx.Done():
+			if !put(job{kind: epochEnd, epoch: c.Epoch, pos: len(order)}) {
 				return
 			}
 			c = Cursor{Epoch: c.Epoch + 1}
@@ -268,8 +323,7 @@ func (l *Loader) start(from Cursor) *pipeline {
 		go func() {
 			defer p.wg.Done()
 			for j := range jobs {
-				ex, err := l.d.Example(ctx, l.cfg.Seed, j.epoch, j.index)
-				j.res <- result{ex, err}
+				j.res <- l.decode(ctx, j)
 			}
 		}()
 	}
@@ -279,6 +333,29 @@ func (l *Loader) start(from Cursor) *pipeline {
 		l.assemble(ctx, ordered, p.out)
 	}()
 	return p
+}
+
+// decode loads the example at position j.pos of its epoch's order, or, when its images
+// cannot be read, the one at the next readable position (wrapping around).
+func (l *Loader) decode(ctx context.Context, j job) result {
+	var r result
+	n := len(j.order)
+	for k := range n {
+		idx := j.order[(j.pos+k)%n]
+		ex, err := l.d.Example(ctx, l.cfg.Seed, j.epoch, idx)
+		if err == nil {
+			r.ex = ex
+			return r
+		}
+		var ie *ImageError
+		if !errors.As(err, &ie) {
+			r.err = fmt.Errorf("data: %s: epoch %d position %d (example %d): %w", l.d, j.epoch, (j.pos+k)%n, idx, err)
+			return r
+		}
+		r.skipped = append(r.skipped, skip{ie, j.epoch, idx})
+	}
+	r.err = fmt.Errorf("data: %s: no readable images: all %d examples of epoch %d are unreadable", l.d, n, j.epoch)
+	return r
 }
 
 // assemble turns the ordered results into items on out until ctx ends or an error.
@@ -294,52 +371,37 @@ func (l *Loader) assemble(ctx context.Context, ordered <-chan job, out chan<- it
 		}
 	}
 	var pending []Example
-	visited, good := 0, 0 // positions of this epoch seen by this pipeline, and how many were readable
 	for j := range ordered {
-		if j.res == nil { // end of epoch j.epoch
-			if len(pending) > 0 {
-				if !send(item{batch: l.stack(pending, j.epoch, Cursor{j.epoch, j.pos}), cursor: Cursor{j.epoch, j.pos}}) {
-					return
-				}
-				pending = nil
-			}
-			if visited > 0 && good == 0 {
-				send(item{err: fmt.Errorf("data: %s: no readable images: all %d examples of epoch %d skipped", l.d, visited, j.epoch)})
+		switch j.kind {
+		case batchEnd:
+			c := Cursor{j.epoch, j.pos}
+			b := l.stack(pending, j.epoch, c)
+			b.Total, b.Offset = j.total, j.offset
+			if !send(item{batch: b, cursor: c}) {
 				return
 			}
+			pending = nil
+			continue
+		case epochEnd:
 			if !send(item{end: true, cursor: Cursor{Epoch: j.epoch + 1}}) {
 				return
 			}
-			visited, good = 0, 0
 			continue
 		}
-		visited++
 		var r result
 		select {
 		case r = <-j.res:
 		case <-ctx.Done():
 			return
 		}
+		skipped = append(skipped, r.skipped...)
 		if r.err != nil {
-			var ie *ImageError
-			if !errors.As(r.err, &ie) {
-				if ctx.Err() == nil {
-					send(item{err: fmt.Errorf("data: %s: epoch %d position %d (example %d): %w", l.d, j.epoch, j.pos, j.index, r.err)})
-				}
-				return
+			if ctx.Err() == nil {
+				send(item{err: r.err})
 			}
-			skipped = append(skipped, skip{ie, j.epoch, j.index})
-			continue
+			return
 		}
-		good++
 		pending = append(pending, r.ex)
-		if len(pending) == l.cfg.BatchSize {
-			c := Cursor{j.epoch, j.pos + 1}
-			if !send(item{batch: l.stack(pending, j.epoch, c), cursor: c}) {
-				return
-			}
-			pending = nil
-		}
 	}
 }
 

@@ -202,21 +202,22 @@ func TestLoaderSeekResumesExactly(t *testing.T) {
 	}
 }
 
-func TestLoaderSkipsUnreadableImages(t *testing.T) {
+func TestLoaderReplacesUnreadableImages(t *testing.T) {
 	d := singleSet(t, 8, 2, 5)
 	core, logs := observer.New(zapcore.DebugLevel)
 	l := newLoader(t, d, LoaderConfig{Seed: 1, BatchSize: 3, Workers: 2}, zap.New(core))
 	eps := epochs(t, l, 2)
 	for e, bs := range eps {
-		// Positions 2 and 5 are skipped and the batches are filled from the next ones.
-		if got, want := indices(bs), []int{0, 1, 3, 4, 6, 7}; !slices.Equal(got, want) {
+		// Positions 2 and 5 are replaced by the examples at the next positions; the
+		// batches keep their positions, so the global batch does not depend on who reads.
+		if got, want := indices(bs), []int{0, 1, 3, 3, 4, 6, 6, 7}; !slices.Equal(got, want) {
 			t.Errorf("epoch %d: indices %v; want %v", e, got, want)
 		}
-		if got, want := sizes(bs), []int{3, 3}; !slices.Equal(got, want) {
+		if got, want := sizes(bs), []int{3, 3, 2}; !slices.Equal(got, want) {
 			t.Errorf("epoch %d: batch sizes %v; want %v", e, got, want)
 		}
 	}
-	if got, want := l.Stats(), (LoaderStats{Batches: 4, Examples: 12, Skipped: 4}); got != want {
+	if got, want := l.Stats(), (LoaderStats{Batches: 6, Examples: 16, Skipped: 4}); got != want {
 		t.Errorf("Stats() = %+v; want %+v", got, want)
 	}
 	warns := logs.FilterMessage("skipping unreadable image").FilterLevelExact(zapcore.WarnLevel).All()
@@ -229,6 +230,59 @@ func TestLoaderSkipsUnreadableImages(t *testing.T) {
 	}
 	if n := logs.FilterMessage("skipping unreadable image").Len(); n != 4 {
 		t.Errorf("%d skip log entries (warn + debug); want 4, one per skip", n)
+	}
+}
+
+// TestLoaderRankPartsMakeTheGlobalBatch is the data-parallel sampler's contract: for
+// every world size, the ranks' parts of each step, concatenated in rank order, are the
+// one-process batch of that step — the same examples with the same augmentation — and
+// every part says where it lies in the global batch. Includes unreadable images and an
+// epoch whose short last batch leaves some ranks an empty part.
+func TestLoaderRankPartsMakeTheGlobalBatch(t *testing.T) {
+	ctx := context.Background()
+	d := singleSet(t, 10, 4)
+	const batch = 4
+	read := func(world, rank int) [][]Batch {
+		l := newLoader(t, d, LoaderConfig{Seed: 3, BatchSize: batch, Shuffle: true, Workers: 2, World: world, Rank: rank}, zap.NewNop())
+		return epochs(t, l, 2)
+	}
+	want := read(1, 0)
+	if got := sizes(want[0]); !slices.Equal(got, []int{4, 4, 2}) {
+		t.Fatalf("world 1: batch sizes %v; want [4 4 2]", got)
+	}
+	for world := 2; world <= batch; world++ {
+		parts := make([][][]Batch, world)
+		for r := range world {
+			parts[r] = read(world, r)
+		}
+		for e := range want {
+			for s, w := range want[e] {
+				var idx []int
+				var pix []float32
+				for r := range world {
+					p := parts[r][e][s]
+					lo, hi := Split(w.N, world, r)
+					if p.Total != w.N || p.Offset != lo || p.N != hi-lo || p.Cursor != w.Cursor {
+						t.Errorf("world %d rank %d epoch %d step %d: N %d, Total %d, Offset %d, cursor %v; want %d, %d, %d, %v",
+							world, r, e, s, p.N, p.Total, p.Offset, p.Cursor, hi-lo, w.N, lo, w.Cursor)
+					}
+					idx = append(idx, p.Indices...)
+					pix = append(pix, p.A...)
+				}
+				if !slices.Equal(idx, w.Indices) || !equalF32(pix, w.A) {
+					t.Errorf("world %d epoch %d step %d: ranks' parts hold %v; want the global batch %v, bit for bit", world, e, s, idx, w.Indices)
+				}
+			}
+		}
+	}
+	// A rank can resume mid-epoch from a cursor written by a run of another world size.
+	l := newLoader(t, d, LoaderConfig{Seed: 3, BatchSize: batch, Shuffle: true, Workers: 1, World: 2, Rank: 1}, zap.NewNop())
+	if err := l.Seek(want[1][0].Cursor); err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Next(ctx)
+	if err != nil || !slices.Equal(b.Indices, want[1][1].Indices[2:]) {
+		t.Errorf("rank 1 of 2 after Seek(%v): %v, %v; want %v", want[1][0].Cursor, b.Indices, err, want[1][1].Indices[2:])
 	}
 }
 
@@ -293,10 +347,16 @@ func TestLoaderNextHonoursContextAndClose(t *testing.T) {
 
 func TestLoaderConfigValidate(t *testing.T) {
 	d := singleSet(t, 2)
-	_, err := NewLoader(d, LoaderConfig{BatchSize: 0, Workers: -1, Prefetch: -2}, zap.NewNop())
-	for _, w := range []string{"data.batch_size", "data.workers", "data.prefetch", "mem://test trainA"} {
+	_, err := NewLoader(d, LoaderConfig{BatchSize: 0, Workers: -1, Prefetch: -2, World: -1}, zap.NewNop())
+	for _, w := range []string{"data.batch_size", "data.workers", "data.prefetch", "data.world", "mem://test trainA"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("NewLoader(bad config) = %v; want it to mention %s", err, w)
+		}
+	}
+	_, err = NewLoader(d, LoaderConfig{BatchSize: 2, World: 3, Rank: 3}, zap.NewNop())
+	for _, w := range []string{"data.world: 3 ranks for a global batch of 2 examples", "data.rank: must be in [0, 3), got 3"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("NewLoader(world 3 > batch 2, rank 3) = %v; want it to say %q", err, w)
 		}
 	}
 }

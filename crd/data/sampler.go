@@ -72,32 +72,27 @@ func Permutation(seed uint64, epoch, n int) []int {
 	return p
 }
 
-// ShardIndices returns the indices that rank takes in the epoch out of a dataset of n
-// examples split across world ranks, with the semantics of PyTorch's DistributedSampler
-// (shuffle on, drop_last off): the epoch's Permutation is padded to a multiple of world
-// by repeating it from its start, and rank r takes padded positions r, r+world, r+2·world…
-// Every rank gets ⌈n/world⌉ indices; the ranks' lists are disjoint slices of the padded
-// permutation and together cover every index at least once.
+// Split returns the part [lo, hi) of a global batch of total examples that rank takes out
+// of world ranks: lo = ⌊rank·total/world⌋, hi = ⌊(rank+1)·total/world⌋. The parts are
+// contiguous, in rank order, disjoint, cover the batch, and differ in size by at most
+// one; a rank's part is empty when total < world (the short last batch of an epoch).
+// The global batch itself — which examples, and how each is augmented — does not depend
+// on world: that is what makes a run on w ranks equal to a run in one process.
 //
-// It panics if n < 0, world < 1 or rank is not in [0, world): callers validate the
-// membership they are given before asking for a shard.
-func ShardIndices(seed uint64, epoch, n, world, rank int) []int {
-	if n < 0 || world < 1 || rank < 0 || rank >= world {
-		panic(fmt.Sprintf("data: ShardIndices(n=%d, world=%d, rank=%d): want n ≥ 0, world ≥ 1, 0 ≤ rank < world", n, world, rank))
+// It panics if total < 0, world < 1 or rank is not in [0, world): callers validate the
+// membership they are given before asking for a part.
+func Split(total, world, rank int) (lo, hi int) {
+	if total < 0 || world < 1 || rank < 0 || rank >= world {
+		panic(fmt.Sprintf("data: Split(total=%d, world=%d, rank=%d): want total ≥ 0, world ≥ 1, 0 ≤ rank < world", total, world, rank))
 	}
-	return shard(Permutation(seed, epoch, n), world, rank)
+	return rank * total / world, (rank + 1) * total / world
 }
 
-// shard is ShardIndices for a given epoch order.
-func shard(order []int, world, rank int) []int {
-	n := len(order)
-	if n == 0 {
-		return []int{}
+// StepsPerEpoch is the number of global batches of batch examples in an epoch of n
+// examples: ⌈n/batch⌉, the last one short when batch does not divide n.
+func StepsPerEpoch(n, batch int) int {
+	if batch < 1 {
+		panic(fmt.Sprintf("data: StepsPerEpoch(n=%d, batch=%d): want batch ≥ 1", n, batch))
 	}
-	per := (n + world - 1) / world
-	out := make([]int, per)
-	for k := range out {
-		out[k] = order[(rank+k*world)%n] // positions ≥ n wrap: DistributedSampler's padding
-	}
-	return out
+	return (n + batch - 1) / batch
 }

@@ -1,7 +1,6 @@
 package data
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -70,63 +69,59 @@ func TestUniformIsInRangeAndUnbiased(t *testing.T) {
 	}
 }
 
-// TestShardIndices checks DistributedSampler's properties: every rank gets ⌈n/world⌉
-// indices; together the ranks take each position of the padded permutation exactly once;
-// world 1 is the permutation itself.
-func TestShardIndices(t *testing.T) {
-	for _, tc := range []struct{ n, world int }{
-		{10, 1}, {10, 2}, {10, 3}, {10, 4}, {7, 7}, {3, 5}, {1, 4}, {0, 3}, {100, 8}, {101, 8},
-	} {
-		t.Run(fmt.Sprintf("n%d_world%d", tc.n, tc.world), func(t *testing.T) {
-			perm := Permutation(42, 3, tc.n)
-			per := (tc.n + tc.world - 1) / tc.world
-			padded := make([]int, per*tc.world)
-			for k := range padded {
-				padded[k] = perm[k%max(tc.n, 1)]
-			}
-			if tc.n == 0 {
-				padded = nil
-			}
-			taken := make([]int, len(padded)) // how often each padded position was taken
-			covered := map[int]bool{}
-			for rank := range tc.world {
-				got := ShardIndices(42, 3, tc.n, tc.world, rank)
-				if len(got) != per {
-					t.Fatalf("rank %d: %d indices; want ⌈%d/%d⌉ = %d", rank, len(got), tc.n, tc.world, per)
+// TestSplit checks the global-batch split: the parts are contiguous, in rank order,
+// disjoint, cover [0, total), differ in size by at most one, and world 1 takes all.
+func TestSplit(t *testing.T) {
+	for total := range 13 {
+		for world := 1; world <= 9; world++ {
+			next, small, large := 0, total, 0
+			for rank := range world {
+				lo, hi := Split(total, world, rank)
+				if lo != next || hi < lo {
+					t.Fatalf("Split(%d, %d, %d) = [%d, %d); want it to start at %d", total, world, rank, lo, hi, next)
 				}
-				for k, idx := range got {
-					pos := rank + k*tc.world
-					if padded[pos] != idx {
-						t.Fatalf("rank %d: index %d is %d; want padded permutation position %d = %d", rank, k, idx, pos, padded[pos])
-					}
-					taken[pos]++
-					covered[idx] = true
-				}
+				next = hi
+				small, large = min(small, hi-lo), max(large, hi-lo)
 			}
-			for pos, c := range taken {
-				if c != 1 {
-					t.Errorf("padded position %d taken %d times; want exactly once", pos, c)
-				}
+			if next != total {
+				t.Errorf("Split(%d, %d, ·) covers [0, %d); want [0, %d)", total, world, next, total)
 			}
-			if len(covered) != tc.n {
-				t.Errorf("ranks cover %d distinct indices; want all %d", len(covered), tc.n)
+			if large-small > 1 {
+				t.Errorf("Split(%d, %d, ·): parts of %d and %d examples; want sizes within one", total, world, small, large)
 			}
-			if tc.world == 1 && !slices.Equal(ShardIndices(42, 3, tc.n, 1, 0), perm) {
-				t.Errorf("world 1: shard is not the epoch's permutation")
-			}
-		})
+		}
+		if lo, hi := Split(total, 1, 0); lo != 0 || hi != total {
+			t.Errorf("Split(%d, 1, 0) = [%d, %d); want [0, %d)", total, lo, hi, total)
+		}
+	}
+	// The example: B = 4 over 3 ranks gives 1, 1, 2.
+	var got []int
+	for r := range 3 {
+		lo, hi := Split(4, 3, r)
+		got = append(got, hi-lo)
+	}
+	if !slices.Equal(got, []int{1, 1, 2}) {
+		t.Errorf("Split(4, 3, ·) sizes = %v; want [1 1 2]", got)
 	}
 }
 
-func TestShardIndicesPanicsOnBadMembership(t *testing.T) {
-	for _, tc := range []struct{ n, world, rank int }{{10, 0, 0}, {10, 2, 2}, {10, 2, -1}, {-1, 2, 0}} {
+func TestSplitPanicsOnBadMembership(t *testing.T) {
+	for _, tc := range []struct{ total, world, rank int }{{10, 0, 0}, {10, 2, 2}, {10, 2, -1}, {-1, 2, 0}} {
 		func() {
 			defer func() {
 				if recover() == nil {
-					t.Errorf("ShardIndices(n=%d, world=%d, rank=%d) did not panic", tc.n, tc.world, tc.rank)
+					t.Errorf("Split(total=%d, world=%d, rank=%d) did not panic", tc.total, tc.world, tc.rank)
 				}
 			}()
-			ShardIndices(1, 0, tc.n, tc.world, tc.rank)
+			Split(tc.total, tc.world, tc.rank)
 		}()
+	}
+}
+
+func TestStepsPerEpoch(t *testing.T) {
+	for _, tc := range []struct{ n, b, want int }{{0, 4, 0}, {1, 4, 1}, {4, 4, 1}, {5, 4, 2}, {47977, 4, 11995}, {7, 1, 7}} {
+		if got := StepsPerEpoch(tc.n, tc.b); got != tc.want {
+			t.Errorf("StepsPerEpoch(%d, %d) = %d; want %d", tc.n, tc.b, got, tc.want)
+		}
 	}
 }

@@ -50,6 +50,7 @@ type Tape struct {
 	be    tensor.Backend
 	arena *Arena
 	nodes []node
+	coll  Collective // nil: one process
 }
 
 // NewTape returns an empty tape computing on be.
