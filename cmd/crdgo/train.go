@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -158,7 +159,7 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	progress := os.Stderr
+	var progress io.Writer = os.Stderr
 	if f.noProgress {
 		progress = nil
 	}
@@ -190,7 +191,7 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 			log.Info("resumed", zap.String("checkpoint", cp), zap.Int("step", tr.State().Step), zap.Int("epoch", tr.State().Epoch))
 		}
 	}
-	sum, err := tr.Run(ctx, nil, progress)
+	sum, err := tr.Run(ctx, train.RunOptions{Output: train.NewRunFolder(out, progress, log)})
 	if errors.Is(err, context.Canceled) {
 		log.Info("interrupted: continue with --resume", zap.String("checkpoint", sum.Checkpoint), zap.Int("step", sum.Steps))
 		return nil

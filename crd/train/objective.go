@@ -74,13 +74,20 @@ type crdLoss struct {
 }
 
 // forward returns the CRD term of student s against teacher t (both NCHW).
-func (c *crdLoss) forward(tp *nn.Tape, s, t *nn.Var) *nn.Var {
+// When on is false (a placeholder rank, whose term counts as nothing) it
+// returns 0 without computing the relations.
+func (c *crdLoss) forward(tp *nn.Tape, s, t *nn.Var, on bool) *nn.Var {
 	be := tp.Backend()
 	sh := s.Value.Shape
 	if !sh.Equal(t.Value.Shape) || len(sh) != 4 {
 		panic(fmt.Sprintf("train: CRD: student %v, teacher %v", sh, t.Value.Shape))
 	}
 	n := sh.Numel()
+	if !on {
+		y := tp.New(1)
+		be.Upload(y, []float32{0})
+		return nn.Const(y)
+	}
 	c.s, c.t, c.grad = grow(c.s, n), grow(c.t, n), grow(c.grad, n)
 	be.Download(c.s, s.Value)
 	be.Download(c.t, t.Value)

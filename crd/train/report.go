@@ -165,12 +165,9 @@ func (r *reporter) plotLosses(title string) error {
 	return os.Rename(tmp, filepath.Join(r.dir, "loss.png"))
 }
 
-// sampleGrid writes a PNG with one row per example: input | teacher |
-// student | target, generators in evaluation mode.
-func sampleGrid(path string, tp *nn.Tape, teacher, student model.Network, exs []data.Example) error {
-	if len(exs) == 0 {
-		return nil
-	}
+// sampleGrid draws one row per example: input | teacher | student | target,
+// generators in evaluation mode.
+func sampleGrid(tp *nn.Tape, teacher, student model.Network, exs []data.Example) image.Image {
 	var cols [][][]float32
 	cols = append(cols, pick(exs, func(e data.Example) []float32 { return e.A }))
 	for _, g := range []model.Network{teacher, student} {
@@ -194,7 +191,7 @@ func sampleGrid(path string, tp *nn.Tape, teacher, student model.Network, exs []
 			drawCHW(img, chw, side, side, c*(side+gap), r*(side+gap))
 		}
 	}
-	return writePNG(path, img)
+	return img
 }
 
 func pick(exs []data.Example, f func(data.Example) []float32) [][]float32 {

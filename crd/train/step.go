@@ -39,25 +39,59 @@ func (t *Trainer) input(x []float32, b *data.Batch) *nn.Var {
 
 // Step runs one training step on the batch at the trainer's position in its
 // schedule: a pix2pix step (D, teacher and student, CRD.md §4.1), or in a
-// CycleGAN run a teacher step or a student step (§4.2). sync (nil in one
-// process) receives each phase's gradients before its optimizer steps.
+// CycleGAN run a teacher step or a student step (§4.2).
+//
+// b is this rank's part of the step's global batch (b.N of b.Total examples,
+// at b.Offset; a batch with Total 0 is a whole global batch). sync (nil in one
+// process) combines the ranks' values: each rank computes the gradient of its
+// share of the global-batch loss (docs/crd.md, "Data-parallel training"),
+// sync sums the shares, and every rank applies the same update. The losses
+// returned are this rank's shares; summed over the ranks they are the
+// global batch's. If sync fails, Step returns the error before any optimizer
+// of the failing phase moves.
 func (t *Trainer) Step(ctx context.Context, b *data.Batch, sync GradSync) (Losses, error) {
-	if b == nil || b.N == 0 {
-		return nil, fmt.Errorf("train: step %d: empty batch", t.state.Step+1)
+	if b == nil {
+		return nil, fmt.Errorf("train: step %d: no batch", t.state.Step+1)
 	}
+	world := 1
+	if sync != nil {
+		world = sync.World()
+	}
+	total := b.Total
+	if total == 0 {
+		total = b.N
+	}
+	switch {
+	case b.N == 0 && world == 1:
+		return nil, fmt.Errorf("train: step %d: empty batch", t.state.Step+1)
+	case b.N > total || b.Offset < 0 || b.Offset+b.N > total:
+		return nil, fmt.Errorf("train: step %d: batch part [%d, %d) of a global batch of %d", t.state.Step+1, b.Offset, b.Offset+b.N, total)
+	}
+	ss := &stepSync{ctx: ctx, sync: sync, step: uint64(t.state.Step + 1), contributes: b.N > 0}
+	part := *b
+	part.Total = total
+	run := &part
+	if b.N == 0 {
+		run = placeholder(&part)
+	}
+	if world > 1 {
+		t.tp.SetCollective(ss)
+		defer t.tp.SetCollective(nil)
+	}
+	sh := shareOf(b.N, total)
 	var (
 		l   Losses
 		err error
 	)
 	switch {
 	case t.rec.Mode == Pix2Pix:
-		l, err = t.stepPix2Pix(ctx, b, sync)
+		l, err = t.stepPix2Pix(ss, run, &part, sh)
 		t.state.TeacherSteps++
 	case t.state.Phase == PhaseStudent:
-		l, err = t.stepCycleStudent(ctx, b, sync)
+		l, err = t.stepCycleStudent(ss, run, sh)
 		t.state.StudentSteps++
 	default:
-		l, err = t.stepCycleTeacher(ctx, b, sync)
+		l, err = t.stepCycleTeacher(ss, run, &part, sh)
 		t.state.TeacherSteps++
 	}
 	if err != nil {
@@ -67,12 +101,17 @@ func (t *Trainer) Step(ctx context.Context, b *data.Batch, sync GradSync) (Losse
 	return l, nil
 }
 
+// record stores a loss term's value in l, weighted by w (its share).
+func (t *Trainer) record(l Losses, name string, v *nn.Var, w float32) {
+	l[name] = t.scalar(v) * float64(w)
+}
+
 // stepPix2Pix is CRD.md §4.1: zero all gradients; T = G_T(a), S = G_S(a);
 // every n_dis steps, the D loss on (a, T detached) and (a, b) and the teacher
 // loss through the pre-update D; the student loss against T detached (the
 // pre-update teacher output). All three gradients come from the same
 // pre-update parameters; then each is synchronised and applied.
-func (t *Trainer) stepPix2Pix(ctx context.Context, b *data.Batch, sync GradSync) (Losses, error) {
+func (t *Trainer) stepPix2Pix(ss *stepSync, b, part *data.Batch, sh share) (Losses, error) {
 	tp := t.tp
 	tp.Reset()
 	n := &t.Nets
@@ -93,20 +132,22 @@ func (t *Trainer) stepPix2Pix(ctx context.Context, b *data.Batch, sync GradSync)
 		// D on fakes, then reals: the reference's order (batch norm running
 		// statistics update in call order); one batch when D has no batch norm.
 		pf, pr := model.PairForward(tp, n.D, nn.Concat(tp, 1, a, nn.Detach(T)), nn.Concat(tp, 1, a, real))
-		lossD := nn.Scale(tp, nn.Add(tp, ganFake(tp, t.ganMode, pf), ganReal(tp, t.ganMode, pr)), 0.5)
+		lossD := nn.Scale(tp, nn.Add(tp, ganFake(tp, t.ganMode, pf), ganReal(tp, t.ganMode, pr)), 0.5*sh.mean)
 		tp.Backward(lossD)
-		losses["D"] = t.scalar(lossD)
+		t.record(losses, "D", lossD, 1)
 
 		n.D.Params().SetRequiresGrad(false)
 		pg := n.D.Forward(tp, nn.Concat(tp, 1, a, T))
 		gan := ganGen(tp, t.ganMode, pg)
 		l1 := nn.L1Loss(tp, T, real)
-		lossGT := nn.WeightedSum(tp, []*nn.Var{gan, l1}, []float32{float32(r.GAN), float32(r.Recon)})
+		lossGT := nn.WeightedSum(tp, []*nn.Var{gan, l1}, []float32{float32(r.GAN) * sh.mean, float32(r.Recon) * sh.mean})
 		tp.Backward(lossGT)
-		losses["G_T"], losses["G_T_gan"], losses["G_T_L1"] = t.scalar(lossGT), t.scalar(gan), t.scalar(l1)
+		t.record(losses, "G_T", lossGT, 1)
+		t.record(losses, "G_T_gan", gan, sh.mean)
+		t.record(losses, "G_T_L1", l1, sh.mean)
 	}
 	n.D.Params().SetRequiresGrad(false)
-	lossS := t.studentLoss(tp, a, S, nn.Detach(T), n.D, true, losses)
+	lossS := t.studentLoss(tp, a, S, nn.Detach(T), n.D, true, losses, sh)
 	tp.Backward(lossS)
 
 	var phases []phaseOpt
@@ -114,7 +155,7 @@ func (t *Trainer) stepPix2Pix(ctx context.Context, b *data.Batch, sync GradSync)
 		phases = append(phases, phaseOpt{"D", t.optD}, phaseOpt{"G_T", t.optGT})
 	}
 	phases = append(phases, phaseOpt{"G_S", t.optS})
-	if err := t.syncApply(ctx, sync, phases...); err != nil {
+	if err := t.syncApply(ss, phases...); err != nil {
 		return nil, err
 	}
 	return losses, nil
@@ -124,22 +165,24 @@ func (t *Trainer) stepPix2Pix(ctx context.Context, b *data.Batch, sync GradSync)
 // output T, the VGG style and feature terms when a VGG is loaded, and the GAN
 // term through the frozen discriminator d when its weight is > 0
 // (conditional on a in pix2pix); plus the recipe's output L1 term, if any
-// (not part of CRD: the demo recipes' anchor in place of the VGG terms).
+// (not part of CRD: the demo recipes' anchor in place of the VGG terms). The
+// CRD term is a per-image sum, the others batch means: sh weights them.
 func (t *Trainer) studentLoss(tp *nn.Tape, a, S, T *nn.Var, d interface {
 	Forward(*nn.Tape, *nn.Var) *nn.Var
-}, conditional bool, losses Losses) *nn.Var {
-	lc := t.crdLoss.forward(tp, S, T)
-	terms, ws := []*nn.Var{lc}, []float32{1}
-	losses["S_crd"] = t.scalar(lc)
+}, conditional bool, losses Losses, sh share) *nn.Var {
+	lc := t.crdLoss.forward(tp, S, T, sh.sum != 0)
+	terms, ws := []*nn.Var{lc}, []float32{sh.sum}
+	t.record(losses, "S_crd", lc, sh.sum)
 	if t.vgg != nil {
 		style, feature := perceptual(tp, t.vgg, S, T, t.styleW, t.featureW)
-		terms, ws = append(terms, style, feature), append(ws, 1, 1)
-		losses["S_style"], losses["S_feature"] = t.scalar(style), t.scalar(feature)
+		terms, ws = append(terms, style, feature), append(ws, sh.mean, sh.mean)
+		t.record(losses, "S_style", style, sh.mean)
+		t.record(losses, "S_feature", feature, sh.mean)
 	}
 	if t.outputL1W > 0 {
 		l1 := nn.L1Loss(tp, S, T)
-		terms, ws = append(terms, l1), append(ws, t.outputL1W)
-		losses["S_L1"] = t.scalar(l1)
+		terms, ws = append(terms, l1), append(ws, t.outputL1W*sh.mean)
+		t.record(losses, "S_L1", l1, sh.mean)
 	}
 	if t.studentGANW > 0 {
 		in := S
@@ -147,11 +190,11 @@ func (t *Trainer) studentLoss(tp *nn.Tape, a, S, T *nn.Var, d interface {
 			in = nn.Concat(tp, 1, a, S)
 		}
 		g := ganGen(tp, t.ganMode, d.Forward(tp, in))
-		terms, ws = append(terms, g), append(ws, t.studentGANW)
-		losses["S_gan"] = t.scalar(g)
+		terms, ws = append(terms, g), append(ws, t.studentGANW*sh.mean)
+		t.record(losses, "S_gan", g, sh.mean)
 	}
 	l := nn.WeightedSum(tp, terms, ws)
-	losses["S"] = t.scalar(l)
+	t.record(losses, "S", l, 1)
 	return l
 }
 
@@ -159,8 +202,9 @@ func (t *Trainer) studentLoss(tp *nn.Tape, a, S, T *nn.Var, d interface {
 // and D_B frozen, the generators' loss (GAN + cycle + identity) and an Adam
 // step of G_A and G_B; then the discriminators' losses on real images and on
 // the image pools' fakes (computed before the generator update) and an Adam
-// step of D_A and D_B.
-func (t *Trainer) stepCycleTeacher(ctx context.Context, b *data.Batch, sync GradSync) (Losses, error) {
+// step of D_A and D_B. The pools see the global batch's fakes (gathered from
+// every rank), so every rank holds the same pools as one process would.
+func (t *Trainer) stepCycleTeacher(ss *stepSync, b, part *data.Batch, sh share) (Losses, error) {
 	tp := t.tp
 	tp.Reset()
 	n := &t.Nets
@@ -183,26 +227,40 @@ func (t *Trainer) stepCycleTeacher(ctx context.Context, b *data.Batch, sync Grad
 	cycA, cycB := nn.L1Loss(tp, recA, ra), nn.L1Loss(tp, recB, rb)
 	idA, idB := nn.L1Loss(tp, idtA, rb), nn.L1Loss(tp, idtB, ra)
 	lA, lB, li := float32(r.CycleA), float32(r.CycleB), float32(r.Identity)
-	lossG := nn.WeightedSum(tp, []*nn.Var{ganA, ganB, cycA, cycB, idA, idB}, []float32{1, 1, lA, lB, lB * li, lA * li})
+	m := sh.mean
+	lossG := nn.WeightedSum(tp, []*nn.Var{ganA, ganB, cycA, cycB, idA, idB}, []float32{m, m, lA * m, lB * m, lB * li * m, lA * li * m})
 	tp.Backward(lossG)
-	losses := Losses{"G": t.scalar(lossG), "G_A_gan": t.scalar(ganA), "G_B_gan": t.scalar(ganB),
-		"cycle_A": t.scalar(cycA), "cycle_B": t.scalar(cycB), "idt_A": t.scalar(idA), "idt_B": t.scalar(idB)}
-	if err := t.syncApply(ctx, sync, phaseOpt{"G_A", t.optGT}, phaseOpt{"G_B", t.optGTB}); err != nil {
+	losses := Losses{}
+	t.record(losses, "G", lossG, 1)
+	for _, v := range []struct {
+		name string
+		v    *nn.Var
+	}{{"G_A_gan", ganA}, {"G_B_gan", ganB}, {"cycle_A", cycA}, {"cycle_B", cycB}, {"idt_A", idA}, {"idt_B", idB}} {
+		t.record(losses, v.name, v.v, m)
+	}
+	if err := t.syncApply(ss, phaseOpt{"G_A", t.optGT}, phaseOpt{"G_B", t.optGTB}); err != nil {
 		return nil, err
 	}
 
 	n.D.Params().SetRequiresGrad(true)
 	n.DB.Params().SetRequiresGrad(true)
-	poolB := t.poolB.query(t, fakeB.Value, t.rng)
+	poolB, err := t.poolFakes(ss, t.poolB, fakeB.Value, part, "pool_B")
+	if err != nil {
+		return nil, err
+	}
 	prA, pfA := model.PairForward(tp, n.D, rb, poolB)
-	lossDA := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, prA), ganFake(tp, t.ganMode, pfA)), 0.5)
+	lossDA := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, prA), ganFake(tp, t.ganMode, pfA)), 0.5*m)
 	tp.Backward(lossDA)
-	poolA := t.poolA.query(t, fakeA.Value, t.rng)
+	poolA, err := t.poolFakes(ss, t.poolA, fakeA.Value, part, "pool_A")
+	if err != nil {
+		return nil, err
+	}
 	prB, pfB := model.PairForward(tp, n.DB, ra, poolA)
-	lossDB := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, prB), ganFake(tp, t.ganMode, pfB)), 0.5)
+	lossDB := nn.Scale(tp, nn.Add(tp, ganReal(tp, t.ganMode, prB), ganFake(tp, t.ganMode, pfB)), 0.5*m)
 	tp.Backward(lossDB)
-	losses["D_A"], losses["D_B"] = t.scalar(lossDA), t.scalar(lossDB)
-	if err := t.syncApply(ctx, sync, phaseOpt{"D_A", t.optD}, phaseOpt{"D_B", t.optDB}); err != nil {
+	t.record(losses, "D_A", lossDA, 1)
+	t.record(losses, "D_B", lossDB, 1)
+	if err := t.syncApply(ss, phaseOpt{"D_A", t.optD}, phaseOpt{"D_B", t.optDB}); err != nil {
 		return nil, err
 	}
 	return losses, nil
@@ -211,7 +269,7 @@ func (t *Trainer) stepCycleTeacher(ctx context.Context, b *data.Batch, sync Grad
 // stepCycleStudent is one student step of a CycleGAN round (CRD.md §3, §4.2):
 // T = best G_A(a), detached; S = G_S(a); the student loss with the GAN term
 // through D_A, frozen for the whole round; an Adam step of G_S only.
-func (t *Trainer) stepCycleStudent(ctx context.Context, b *data.Batch, sync GradSync) (Losses, error) {
+func (t *Trainer) stepCycleStudent(ss *stepSync, b *data.Batch, sh share) (Losses, error) {
 	tp := t.tp
 	tp.Reset()
 	n := &t.Nets
@@ -223,8 +281,8 @@ func (t *Trainer) stepCycleStudent(ctx context.Context, b *data.Batch, sync Grad
 	T := n.GTBest.Forward(tp, a)
 	S := n.S.Forward(tp, a)
 	losses := Losses{}
-	tp.Backward(t.studentLoss(tp, a, S, nn.Detach(T), n.D, false, losses))
-	if err := t.syncApply(ctx, sync, phaseOpt{"G_S", t.optS}); err != nil {
+	tp.Backward(t.studentLoss(tp, a, S, nn.Detach(T), n.D, false, losses, sh))
+	if err := t.syncApply(ss, phaseOpt{"G_S", t.optS}); err != nil {
 		return nil, err
 	}
 	return losses, nil

@@ -54,7 +54,7 @@ func runTiny(t *testing.T, r Recipe, root, out string, maxSteps int) (*Trainer, 
 			t.Fatal(err)
 		}
 	}
-	sum, err := tr.Run(ctx, nil, nil)
+	sum, err := tr.Run(ctx, RunOptions{Output: NewRunFolder(out, nil, log)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestPerceptualAndFIDPlumbing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := tr.Run(ctx, nil, nil)
+	sum, err := tr.Run(ctx, RunOptions{Output: NewRunFolder(out, nil, log)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@
 package train
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -19,12 +18,6 @@ import (
 	"github.com/crdgo/crdgo/crd/nn"
 	"github.com/crdgo/crdgo/crd/tensor"
 )
-
-// GradSync sums a phase's flat gradient buffer across data-parallel ranks, in
-// place, before the optimizer step; phase names the networks ("D", "G_T",
-// "G_S", …). In one process it is nil or a no-op. The buffer is the
-// ParamSet's gradient storage; it must not be kept after the call returns.
-type GradSync func(ctx context.Context, phase string, grads []float32) error
 
 // Config is one training run: a recipe and the run's own settings.
 type Config struct {
@@ -231,23 +224,31 @@ func (t *Trainer) scalar(v *nn.Var) float64 {
 	return float64(b[0])
 }
 
-// syncApply hands each phase's gradients to sync, then steps its optimizer.
-func (t *Trainer) syncApply(ctx context.Context, sync GradSync, phases ...phaseOpt) error {
-	for _, p := range phases {
-		if sync == nil {
-			continue
-		}
-		g := p.opt.Params().Grads()
-		host := g.Data
-		if host == nil { // a device backend: round trip through the host
-			host = make([]float32, g.Numel())
-			t.be.Download(host, g)
-		}
-		if err := sync(ctx, p.name, host); err != nil {
-			return fmt.Errorf("train: step %d: gradient sync of %s: %w", t.state.Step, p.name, err)
-		}
-		if g.Data == nil {
-			t.be.Upload(g, host)
+// syncApply sums each phase's gradients across the ranks, then steps its
+// optimizer. Nothing moves if the step's collective operations failed (a batch
+// norm's statistics, a pool's fakes) or any phase's sum fails. A placeholder
+// rank's gradients are cleared first: its example counts as nothing.
+func (t *Trainer) syncApply(ss *stepSync, phases ...phaseOpt) error {
+	if ss.err != nil {
+		return ss.err
+	}
+	if ss.World() > 1 {
+		for _, p := range phases {
+			if !ss.contributes {
+				p.opt.Params().ZeroGrad()
+			}
+			g := p.opt.Params().Grads()
+			host := g.Data
+			if host == nil { // a device backend: round trip through the host
+				host = make([]float32, g.Numel())
+				t.be.Download(host, g)
+			}
+			if err := ss.sum(p.name, host); err != nil {
+				return err
+			}
+			if g.Data == nil {
+				t.be.Upload(g, host)
+			}
 		}
 	}
 	for _, p := range phases {

@@ -1,0 +1,458 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/crdgo/crdgo/crd/data"
+)
+
+// Output is where a run's results go: metrics, sample grids, checkpoints,
+// the best student. Rank 0 of a data-parallel run has one; the other ranks
+// have none. RunFolder is the implementation on local disk.
+//
+// The step loop decides when (Config's LogEvery, SampleEvery,
+// CheckpointEvery, and the schedule's evaluations); an Output decides how and
+// where. Its methods are called from the loop's goroutine only.
+type Output interface {
+	// Begin is called once before the first step: the run continues from step
+	// from (a resumed run drops what was recorded after it) and plans planned
+	// steps in all.
+	Begin(t *Trainer, from, planned int) error
+	// Step is called after every step with the global batch's losses.
+	Step(s State, l Losses)
+	// Log records a metrics line (losses, or an evaluation).
+	Log(m MetricsLine) error
+	// Samples records the sample grid (input | teacher | student | target) of
+	// a step, and whatever plots go with it.
+	Samples(step int, grid image.Image) error
+	// Checkpoint saves t's whole state and says where it went.
+	Checkpoint(t *Trainer) (string, error)
+	// BestStudent saves t's student as the best so far (by FID).
+	BestStudent(t *Trainer, fid float64) error
+	// End is called once when the loop stops, whatever the reason.
+	End() error
+}
+
+// RunOptions are one rank's part in a run. The zero value is one process that
+// writes nothing.
+type RunOptions struct {
+	// Sync combines the ranks' values (nil in one process). Its World and Rank
+	// choose the part of every global batch this rank loads.
+	Sync GradSync
+	// Output receives the run's results; give rank 0 one and the others nil.
+	Output Output
+}
+
+// Run trains until the recipe's schedule (or Config.MaxSteps) is done:
+// every step on this rank's part of the step's global batch, with the
+// schedule's evaluations and checkpoints.
+//
+// Data-parallel: every rank calls Run with the same Config, its own Sync
+// handle and the same starting state (a fresh trainer, or the same
+// checkpoint). Evaluation runs on rank 0 and its scores are broadcast, so the
+// schedule's decisions (the best teacher, the best student) are the same on
+// every rank; rank 0's Output writes.
+//
+// Cancelling ctx asks the run to stop: in one process at once, with a
+// checkpoint if any step was taken; with several ranks after the first step
+// at which every rank knows of the request (the step's losses carry it), so
+// all ranks stop after the same step and rank 0 saves it. Run then returns
+// ctx's error. Collective operations are not cancelled by ctx: every wait in
+// them has the deadline of the Sync itself.
+func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
+	cfg, r := t.cfg, t.rec
+	world, rank := 1, 0
+	if opt.Sync != nil {
+		world, rank = opt.Sync.World(), opt.Sync.Rank()
+	}
+	opCtx := context.WithoutCancel(ctx) // steps and collectives: finished, not cut
+	ds, err := t.trainSet(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	lcfg := data.LoaderConfig{Seed: r.Seed, BatchSize: r.Schedule.Batch, Shuffle: true, Workers: cfg.Workers, World: world, Rank: rank}
+	loader, err := data.NewLoader(ds, lcfg, t.log)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer loader.Close()
+	if err := loader.Seek(t.state.Cursor); err != nil {
+		return Summary{}, err
+	}
+	var sloader *data.Loader
+	if r.Mode == CycleGAN {
+		lcfg.Seed = r.Seed + 1
+		if sloader, err = data.NewLoader(ds, lcfg, t.log); err != nil {
+			return Summary{}, err
+		}
+		defer sloader.Close()
+		if err := sloader.Seek(t.state.StudentCursor); err != nil {
+			return Summary{}, err
+		}
+	}
+	lp := &loop{t: t, opt: opt, world: world, rank: rank, ctx: opCtx, ckStep: -1}
+	if rank == 0 {
+		val, err := OpenEvalSet(ctx, cfg.DataRoot, r, t.log)
+		if err != nil {
+			return Summary{}, err
+		}
+		if lp.ev, err = t.newEvaluator(ctx, val); err != nil {
+			return Summary{}, err
+		}
+		for i := 0; i < min(4, val.Len()); i++ {
+			ex, err := val.Example(ctx, 0, 0, i)
+			if err != nil {
+				return Summary{}, err
+			}
+			lp.samples = append(lp.samples, ex)
+		}
+	}
+	if t.done() {
+		// A finished run stays as it is: no new checkpoint, no second evaluation.
+		t.log.Info("the run is already complete: nothing to do", zap.Int("step", t.state.Step), zap.Int("epoch", t.state.Epoch))
+		return lp.summary(loader), nil
+	}
+	out := opt.Output
+	planned := t.plannedSteps(ds.Len())
+	if out != nil {
+		if err := out.Begin(t, t.state.Step, planned); err != nil {
+			return Summary{}, err
+		}
+		defer out.End()
+	}
+	t.log.Info("training", zap.String("recipe", r.Name), zap.String("mode", string(r.Mode)), zap.Int("examples", ds.Len()),
+		zap.Int("global_batch", r.Schedule.Batch), zap.Int("world", world), zap.Int("rank", rank),
+		zap.Int("planned_steps", planned), zap.Int("from_step", t.state.Step), zap.Bool("perceptual", t.vgg != nil),
+		zap.Bool("fid", lp.ev != nil && lp.ev.inception != nil), zap.String("out", cfg.OutDir))
+
+	logEvery, sampleEvery, ckEvery := or(cfg.LogEvery, 10), or(cfg.SampleEvery, 200), or(cfg.CheckpointEvery, r.Schedule.SaveLatestFreq)
+	startStep := t.state.Step
+	for !t.done() {
+		if world == 1 && ctx.Err() != nil {
+			return lp.interrupted(ctx, startStep, loader)
+		}
+		l := loader
+		if t.state.Phase == PhaseStudent {
+			l = sloader
+		}
+		b, err := l.Next(opCtx)
+		if errors.Is(err, data.ErrEpochEnd) {
+			if err := lp.endEpoch(l); err != nil {
+				return Summary{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return Summary{}, fmt.Errorf("train: step %d: %w", t.state.Step+1, err)
+		}
+		if r.Mode == Pix2Pix {
+			t.setLR(t.state.Epoch+1, t.state.Epoch+1)
+		} else {
+			t.setLR(t.state.Epoch+1, t.state.Epoch)
+		}
+		losses, err := t.Step(opCtx, &b, opt.Sync)
+		if err != nil {
+			return Summary{}, err
+		}
+		if t.state.Phase == PhaseStudent {
+			t.state.StudentCursor = l.Cursor()
+		} else {
+			t.state.Cursor = l.Cursor()
+		}
+		stop := false
+		if world > 1 {
+			if losses, stop, err = lp.agree(losses, ctx.Err() != nil); err != nil {
+				return Summary{}, err
+			}
+		}
+		if out != nil {
+			out.Step(t.state, losses)
+			if t.state.Step%logEvery == 0 {
+				if err := out.Log(MetricsLine{Step: t.state.Step, Epoch: t.state.Epoch, Phase: t.state.Phase, LR: float64(t.optS.LR), Losses: losses}); err != nil {
+					return Summary{}, err
+				}
+			}
+		}
+		if t.state.Step%sampleEvery == 0 {
+			if err := lp.draw(); err != nil {
+				return Summary{}, err
+			}
+		}
+		if stop {
+			return lp.interrupted(ctx, startStep, loader)
+		}
+		if t.state.Step%ckEvery == 0 {
+			if err := lp.checkpoint(); err != nil {
+				return Summary{}, err
+			}
+		}
+	}
+	if lp.last == nil || lp.last.Images == 0 || cfg.MaxSteps > 0 {
+		if err := lp.evaluate("all"); err != nil {
+			return Summary{}, err
+		}
+	}
+	if err := lp.draw(); err != nil {
+		return Summary{}, err
+	}
+	if lp.ckStep != t.state.Step {
+		if err := lp.checkpoint(); err != nil {
+			return Summary{}, err
+		}
+	}
+	sum := lp.summary(loader)
+	if sum.Skipped > 0 {
+		t.log.Warn("unreadable training images were replaced by the next readable ones", zap.Int64("count", sum.Skipped))
+	}
+	return sum, nil
+}
+
+// loop is the state of one Run beyond the trainer's own.
+type loop struct {
+	t           *Trainer
+	opt         RunOptions
+	world, rank int
+	ctx         context.Context // for collective operations: never cancelled
+
+	ev      *Evaluator     // rank 0 only
+	samples []data.Example // rank 0 only: the sample grid's rows
+	last    *EvalResult
+	ck      string // the newest checkpoint this run wrote
+	ckStep  int    // its step (-1: none)
+}
+
+func or(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func (lp *loop) summary(l *data.Loader) Summary {
+	t := lp.t
+	return Summary{Steps: t.state.Step, Epochs: t.state.Epoch, Checkpoint: lp.ck, Eval: lp.last, Skipped: l.Stats().Skipped}
+}
+
+// interrupted ends a run that was asked to stop: a checkpoint of the last
+// step, if this run took any, then ctx's error.
+func (lp *loop) interrupted(ctx context.Context, startStep int, l *data.Loader) (Summary, error) {
+	if lp.t.state.Step > startStep && lp.ckStep != lp.t.state.Step {
+		if err := lp.checkpoint(); err != nil {
+			return Summary{}, err
+		}
+	}
+	return lp.summary(l), ctx.Err()
+}
+
+// agree sums the ranks' loss shares into the global batch's losses, and
+// whether any rank was asked to stop, in one collective operation at the end
+// of every step. Every rank takes the same step, so the loss names are the
+// same on every rank; they are sent in sorted order.
+func (lp *loop) agree(l Losses, stop bool) (Losses, bool, error) {
+	t := lp.t
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	buf := make([]float32, 1+len(keys))
+	if stop {
+		buf[0] = 1
+	}
+	for i, k := range keys {
+		buf[1+i] = float32(l[k])
+	}
+	if err := lp.opt.Sync.SumInPlace(lp.ctx, uint64(t.state.Step), "losses", buf); err != nil {
+		return nil, false, fmt.Errorf("train: step %d: losses across %d ranks: %w", t.state.Step, lp.world, err)
+	}
+	g := make(Losses, len(keys))
+	for i, k := range keys {
+		g[k] = float64(buf[1+i])
+	}
+	return g, buf[0] > 0, nil
+}
+
+// checkpoint saves the trainer's state through rank 0's Output.
+func (lp *loop) checkpoint() error {
+	lp.ckStep = lp.t.state.Step
+	if lp.opt.Output == nil {
+		return nil
+	}
+	dir, err := lp.opt.Output.Checkpoint(lp.t)
+	if err != nil {
+		return err
+	}
+	lp.ck = dir
+	return nil
+}
+
+// draw records the sample grid through rank 0's Output.
+func (lp *loop) draw() error {
+	if lp.opt.Output == nil || len(lp.samples) == 0 {
+		return nil
+	}
+	t := lp.t
+	grid := sampleGrid(t.tp, t.Nets.GT, t.Nets.S, lp.samples)
+	if err := lp.opt.Output.Samples(t.state.Step, grid); err != nil {
+		return fmt.Errorf("train: samples at step %d: %w", t.state.Step, err)
+	}
+	return nil
+}
+
+// evaluate scores the teacher (unless what is "student") and the student on
+// rank 0 and gives every rank the FIDs, which decide the best teacher (the
+// teacher of CycleGAN's student rounds) and the best student identically
+// everywhere.
+func (lp *loop) evaluate(what string) error {
+	t := lp.t
+	var res EvalResult
+	var evalErr error
+	if lp.ev != nil {
+		teacher := t.Nets.GT
+		if what == "student" {
+			teacher = nil
+		}
+		res, evalErr = lp.ev.Evaluate(lp.ctx, teacher, t.Nets.S)
+	}
+	tFID, sFID := res.Teacher.FID, res.Student.FID
+	if lp.world > 1 {
+		buf := make([]float32, 3)
+		if lp.rank == 0 && evalErr == nil {
+			buf[0], buf[1], buf[2] = 1, float32(tFID), float32(sFID)
+		}
+		if err := lp.opt.Sync.SumInPlace(lp.ctx, uint64(t.state.Step), "eval", buf); err != nil {
+			return fmt.Errorf("train: step %d: evaluation scores from rank 0: %w", t.state.Step, err)
+		}
+		if evalErr == nil && buf[0] != 1 {
+			evalErr = fmt.Errorf("train: step %d: the evaluation failed on rank 0", t.state.Step)
+		}
+		tFID, sFID = float64(buf[1]), float64(buf[2])
+	}
+	if evalErr != nil {
+		return evalErr
+	}
+	if lp.ev != nil {
+		lp.last = &res
+		t.logEval(res)
+	}
+	if !math.IsNaN(tFID) && (t.state.BestTeacher == 0 || tFID < t.state.BestTeacher) {
+		t.state.BestTeacher = tFID
+		if t.Nets.GTBest != nil {
+			if err := t.Nets.GTBest.Params().CopyFrom(t.Nets.GT.Params()); err != nil {
+				return err
+			}
+		}
+	}
+	if !math.IsNaN(sFID) && (t.state.BestStudent == 0 || sFID < t.state.BestStudent) {
+		t.state.BestStudent = sFID
+		if out := lp.opt.Output; out != nil {
+			if err := out.BestStudent(t, sFID); err != nil {
+				return err
+			}
+		}
+	}
+	if out := lp.opt.Output; out != nil {
+		return out.Log(MetricsLine{Step: t.state.Step, Epoch: t.state.Epoch, Phase: t.state.Phase, Eval: &res})
+	}
+	return nil
+}
+
+// endEpoch handles the end of a loader epoch: the schedule's evaluations,
+// checkpoints and, in CycleGAN, the switches between teacher epochs and
+// student rounds (CRD.md §4.2).
+func (lp *loop) endEpoch(l *data.Loader) error {
+	t := lp.t
+	s := t.rec.Schedule
+	total := s.TotalEpochs()
+	if t.rec.Mode == Pix2Pix {
+		t.state.Epoch++
+		t.state.Cursor = l.Cursor()
+		if t.state.Epoch%s.SaveEpochFreq == 0 || t.state.Epoch == total {
+			if err := lp.evaluate("all"); err != nil {
+				return err
+			}
+			return lp.checkpoint()
+		}
+		return nil
+	}
+	if t.state.Phase == PhaseTeacher {
+		t.state.Epoch++
+		t.state.Cursor = l.Cursor()
+		if t.state.Epoch%s.SaveEpochFreq != 0 && t.state.Epoch != total {
+			return nil
+		}
+		// Evaluate the teacher (a better FID makes G_A the best teacher);
+		// without FID the latest G_A teaches the round (said once, at start).
+		if err := lp.evaluate("all"); err != nil {
+			return err
+		}
+		if math.IsNaN(t.state.BestTeacher) || t.state.BestTeacher == 0 {
+			if err := t.Nets.GTBest.Params().CopyFrom(t.Nets.GT.Params()); err != nil {
+				return err
+			}
+		}
+		t.state.Phase, t.state.RoundEpochs = PhaseStudent, 0
+		return lp.checkpoint()
+	}
+	t.state.StudentEpochs++
+	t.state.RoundEpochs++
+	t.state.StudentCursor = l.Cursor()
+	roundLen := s.NDis * s.SaveEpochFreq
+	if t.state.StudentEpochs%s.SaveEpochFreq == 0 || t.state.RoundEpochs == roundLen {
+		if err := lp.evaluate("student"); err != nil {
+			return err
+		}
+	}
+	if t.state.RoundEpochs == roundLen {
+		t.state.Phase = PhaseTeacher
+		return lp.checkpoint()
+	}
+	return nil
+}
+
+func (t *Trainer) logEval(res EvalResult) {
+	f := func(s Scores) []zap.Field {
+		var out []zap.Field
+		for _, kv := range []struct {
+			k string
+			v float64
+		}{{"fid", s.FID}, {"kid", s.KID}, {"psnr", s.PSNR}, {"ssim", s.SSIM}, {"l1", s.L1}} {
+			if !math.IsNaN(kv.v) {
+				out = append(out, zap.Float64(kv.k, kv.v))
+			}
+		}
+		return out
+	}
+	fields := []zap.Field{zap.Int("step", t.state.Step), zap.Int("epoch", t.state.Epoch), zap.Int("images", res.Images)}
+	fields = append(fields, zap.Dict("teacher", f(res.Teacher)...), zap.Dict("student", f(res.Student)...))
+	t.log.Info("evaluation", fields...)
+}
+
+// describe is the progress bar's text: the epoch and the main losses.
+func describe(s State, l Losses) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		if !strings.Contains(k, "_") || k == "S_crd" || k == "G_T" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "ep %d", s.Epoch+1)
+	if s.Phase == PhaseStudent {
+		fmt.Fprintf(&b, " student round")
+	}
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s %.3g", k, l[k])
+	}
+	return b.String()
+}
