@@ -11,6 +11,7 @@
 // never applied. docs/allreduce.md describes the wire format, the flow control,
 // the failure behaviour and the bandwidth model, with measured numbers.
 //
-// The trainer calls it through a hook of its own type (train.GradSync); the
-// node binds one per step with (*Reducer).StepSync.
+// The trainer calls it through an interface of its own (train.GradSync: World,
+// Rank, SumInPlace), which *Reducer satisfies, so crd/train never imports this
+// package.
 package allreduce

@@ -159,15 +159,6 @@ func (r *Reducer) Average(ctx context.Context, step uint64, phase string, buf []
 	return r.do(ctx, step, phase, buf, true)
 }
 
-// StepSync returns the gradient hook of training step step: it sums buf in place
-// across the ranks (the trainer weights each rank's share itself). The hook has the
-// shape of train.GradSync, so crd/train need not import this package.
-func (r *Reducer) StepSync(step uint64) func(ctx context.Context, phase string, buf []float32) error {
-	return func(ctx context.Context, phase string, buf []float32) error {
-		return r.SumInPlace(ctx, step, phase, buf)
-	}
-}
-
 // World is the number of ranks of the joined group, 0 before Join.
 func (r *Reducer) World() int {
 	r.mu.Lock()
@@ -176,6 +167,16 @@ func (r *Reducer) World() int {
 		return 0
 	}
 	return r.cur.group.World()
+}
+
+// Rank is this process's rank in the joined group, 0 before Join.
+func (r *Reducer) Rank() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur == nil {
+		return 0
+	}
+	return r.cur.group.Rank
 }
 
 func (r *Reducer) do(ctx context.Context, step uint64, phase string, buf []float32, average bool) error {

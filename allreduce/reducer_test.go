@@ -2,6 +2,7 @@ package allreduce
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -88,14 +89,23 @@ func TestAverage(t *testing.T) {
 	}
 }
 
-// The hook has the shape the trainer calls.
-func TestStepSyncHasGradSyncShape(t *testing.T) {
+// A Reducer has the method set the trainer's GradSync asks for (World, Rank,
+// SumInPlace), declared here as the trainer declares it.
+func TestReducerIsAGradSync(t *testing.T) {
+	type gradSync interface {
+		World() int
+		Rank() int
+		SumInPlace(ctx context.Context, step uint64, phase string, buf []float32) error
+	}
 	net := NewMemNetwork(2)
 	rg := newRing(t, []Transport{net, net}, testConfig(5*time.Second), 1)
 	bufs := [][]float32{{1, 2}, {10, 20}}
 	errs := rg.run(func(i int, r *Reducer) error {
-		var hook func(ctx context.Context, phase string, buf []float32) error = r.StepSync(9)
-		return hook(context.Background(), "G_S", bufs[i])
+		var s gradSync = r
+		if s.World() != 2 || s.Rank() != i {
+			return fmt.Errorf("World() = %d, Rank() = %d; want 2, %d", s.World(), s.Rank(), i)
+		}
+		return s.SumInPlace(context.Background(), 9, "G_S", bufs[i])
 	})
 	for i, err := range errs {
 		if err != nil {
@@ -103,7 +113,7 @@ func TestStepSyncHasGradSyncShape(t *testing.T) {
 		}
 	}
 	if bufs[0][1] != 22 || bufs[1][0] != 11 {
-		t.Fatalf("StepSync sums = %v; want [[11 22] [11 22]]", bufs)
+		t.Fatalf("sums = %v; want [[11 22] [11 22]]", bufs)
 	}
 }
 

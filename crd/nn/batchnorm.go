@@ -149,68 +149,99 @@ func (bn *BatchNorm2d) localMoments(tp *Tape, x *tensor.Tensor, count float64) (
 	return mean, v, unbiased
 }
 
-// globalMoments is localMoments over the global batch of coll's ranks. Each
-// rank computes its count n_r, mean m_r and centred sum of squares M2_r; one
-// AllGather brings every rank's [n_r, m_r, M2_r]; every rank combines them in
-// rank order (Chan et al.'s pairwise update: n = Σn_r, m = Σn_r·m_r/n,
-// M2 = Σ(M2_r + n_r·(m_r − m)²)), in float64, so every rank gets the same bits
-// and no sum of squares cancels. A rank that does not contribute sends n_r = 0.
+// globalMoments is localMoments over the global batch of coll's ranks,
+// computed so that it equals what one process computes on the global batch,
+// not merely to within rounding: a BatchNorm output that differs by one ulp
+// can flip a ReLU downstream and change the gradient by far more than
+// rounding. So every rank sums its own samples in float64 in the order the
+// CPU kernel does, the ranks gather those float64 partial sums exactly (each
+// as three float32s), and every rank adds them in rank order and rounds at the
+// points localMoments rounds: the mean of pass 1, then the centred sums of
+// pass 2. Two AllGathers per layer. A rank that does not contribute sends
+// count 0 and zero sums.
 func (bn *BatchNorm2d) globalMoments(tp *Tape, x *tensor.Tensor, coll Collective) (mean []float32, v, unbiased []float64, count float64) {
-	be := tp.be
 	s := x.Shape
-	c := s[1]
-	local := make([]float32, 1+2*c)
-	if coll.Contributes() {
-		n := float64(s[0] * s[2] * s[3])
-		s1, s2 := tp.New(c), tp.New(c)
-		buf := make([]float32, 2*c)
-		be.ChannelSums(s1, nil, x, nil)
-		be.Download(buf[:c], s1)
-		shift := make([]float32, c)
-		for i := range shift {
-			shift[i] = float32(float64(buf[i]) / n)
-		}
-		m := tp.New(c)
-		be.Upload(m, shift)
-		be.ChannelSums(s1, s2, x, m)
-		be.Download(buf[:c], s1)
-		be.Download(buf[c:], s2)
-		local[0] = float32(n)
-		for i := range c {
-			d := float64(buf[i])
-			local[1+i] = float32(float64(shift[i]) + d/n)
-			local[1+c+i] = float32(max(float64(buf[c+i])-d*d/n, 0))
-		}
+	n, c, hw := s[0], s[1], s[2]*s[3]
+	host := x.Data
+	if host == nil {
+		host = make([]float32, x.Numel())
+		tp.be.Download(host, x)
 	}
-	all := coll.AllGather(local)
-	w := len(all) / len(local)
-	for r := range w {
-		count += float64(all[r*len(local)])
+	contributes := coll.Contributes()
+	sums := func(shift []float32, squares bool) (s1, s2 []float64) {
+		s1, s2 = make([]float64, c), make([]float64, c)
+		if !contributes {
+			return s1, s2
+		}
+		for k := range c {
+			var sh float64
+			if shift != nil {
+				sh = float64(shift[k])
+			}
+			var a, b float64
+			for i := range n {
+				for _, e := range host[(i*c+k)*hw : (i*c+k+1)*hw] {
+					d := float64(e) - sh
+					a += d
+					if squares {
+						b += d * d
+					}
+				}
+			}
+			s1[k], s2[k] = a, b
+		}
+		return s1, s2
 	}
+	local := 0.0
+	if contributes {
+		local = float64(n * hw)
+	}
+	// Pass 1: the count and Σx.
+	s1, _ := sums(nil, false)
+	g := gather64(coll, append([]float64{local}, s1...))
+	count = g[0]
 	mean = make([]float32, c)
 	v, unbiased = make([]float64, c), make([]float64, c)
 	if count == 0 {
 		return mean, v, unbiased, 0
 	}
-	for i := range c {
-		var m float64
-		for r := range w {
-			p := all[r*len(local):]
-			m += float64(p[0]) * float64(p[1+i])
-		}
-		m /= count
-		var m2 float64
-		for r := range w {
-			p := all[r*len(local):]
-			d := float64(p[1+i]) - m
-			m2 += float64(p[1+c+i]) + float64(p[0])*d*d
-		}
-		mean[i] = float32(m)
-		v[i] = m2 / count
-		unbiased[i] = v[i]
+	for k := range c {
+		mean[k] = float32(float64(float32(g[1+k])) / count)
+	}
+	// Pass 2: Σ(x − m) and Σ(x − m)², centred on the global mean.
+	d1, d2 := sums(mean, true)
+	g = gather64(coll, append(d1, d2...))
+	for k := range c {
+		d := float64(float32(g[k]))
+		ss := float64(float32(g[c+k])) - d*d/count
+		v[k] = max(ss/count, 0)
+		unbiased[k] = v[k]
 		if count > 1 {
-			unbiased[i] = m2 / (count - 1)
+			unbiased[k] = ss / (count - 1)
 		}
 	}
 	return mean, v, unbiased, count
+}
+
+// gather64 sums float64 values across the ranks, exactly as far as float64
+// goes: each value travels as three float32s (hi, mid, lo: 72 bits ≥ 53), is
+// put together again on every rank, and the ranks' values are added in rank
+// order, so every rank gets the same bits.
+func gather64(coll Collective, local []float64) []float64 {
+	enc := make([]float32, 3*len(local))
+	for i, x := range local {
+		hi := float32(x)
+		mid := float32(x - float64(hi))
+		lo := float32(x - float64(hi) - float64(mid))
+		enc[3*i], enc[3*i+1], enc[3*i+2] = hi, mid, lo
+	}
+	all := coll.AllGather(enc)
+	out := make([]float64, len(local))
+	for r := range len(all) / len(enc) {
+		p := all[r*len(enc):]
+		for i := range out {
+			out[i] += float64(p[3*i]) + float64(p[3*i+1]) + float64(p[3*i+2])
+		}
+	}
+	return out
 }

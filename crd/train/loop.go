@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -50,6 +51,36 @@ type RunOptions struct {
 	Sync GradSync
 	// Output receives the run's results; give rank 0 one and the others nil.
 	Output Output
+	// BeforeStep, when set, is called on every rank with its part of the
+	// global batch just before the step that trains on it. OnStep is called
+	// after every step (a node reports the step; tests compare ranks). An
+	// error from either stops the run.
+	BeforeStep func(b *data.Batch) error
+	OnStep     func(StepInfo) error
+}
+
+// StepInfo describes a step just taken, for RunOptions.OnStep.
+type StepInfo struct {
+	State    State  // after the step
+	Losses   Losses // the global batch's losses (summed over the ranks)
+	Examples int    // examples in the global batch
+	// Took is the whole step: waiting for data, computing, synchronising.
+	// Sync is the time spent in collective operations (waiting for slower
+	// ranks included), Data the time spent waiting for the loader.
+	Took, Sync, Data time.Duration
+}
+
+// timedSync adds up the time spent in a GradSync's operations.
+type timedSync struct {
+	GradSync
+	spent time.Duration
+}
+
+func (s *timedSync) SumInPlace(ctx context.Context, step uint64, phase string, buf []float32) error {
+	start := time.Now()
+	err := s.GradSync.SumInPlace(ctx, step, phase, buf)
+	s.spent += time.Since(start)
+	return err
 }
 
 // Run trains until the recipe's schedule (or Config.MaxSteps) is done:
@@ -75,6 +106,11 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		world, rank = opt.Sync.World(), opt.Sync.Rank()
 	}
 	opCtx := context.WithoutCancel(ctx) // steps and collectives: finished, not cut
+	var timed *timedSync
+	if opt.Sync != nil {
+		timed = &timedSync{GradSync: opt.Sync}
+		opt.Sync = timed
+	}
 	ds, err := t.trainSet(ctx)
 	if err != nil {
 		return Summary{}, err
@@ -144,7 +180,12 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		if t.state.Phase == PhaseStudent {
 			l = sloader
 		}
+		stepStart := time.Now()
+		if timed != nil {
+			timed.spent = 0
+		}
 		b, err := l.Next(opCtx)
+		dataTime := time.Since(stepStart)
 		if errors.Is(err, data.ErrEpochEnd) {
 			if err := lp.endEpoch(l); err != nil {
 				return Summary{}, err
@@ -159,6 +200,11 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		} else {
 			t.setLR(t.state.Epoch+1, t.state.Epoch)
 		}
+		if opt.BeforeStep != nil {
+			if err := opt.BeforeStep(&b); err != nil {
+				return Summary{}, fmt.Errorf("train: step %d: %w", t.state.Step+1, err)
+			}
+		}
 		losses, err := t.Step(opCtx, &b, opt.Sync)
 		if err != nil {
 			return Summary{}, err
@@ -172,6 +218,15 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		if world > 1 {
 			if losses, stop, err = lp.agree(losses, ctx.Err() != nil); err != nil {
 				return Summary{}, err
+			}
+		}
+		if opt.OnStep != nil {
+			info := StepInfo{State: t.state, Losses: losses, Examples: b.Total, Took: time.Since(stepStart), Data: dataTime}
+			if timed != nil {
+				info.Sync = timed.spent
+			}
+			if err := opt.OnStep(info); err != nil {
+				return Summary{}, fmt.Errorf("train: step %d: %w", t.state.Step, err)
 			}
 		}
 		if out != nil {

@@ -7,8 +7,11 @@
 package train
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"math"
 	"math/rand/v2"
 
 	"go.uber.org/zap"
@@ -260,4 +263,40 @@ func (t *Trainer) syncApply(ss *stepSync, phases ...phaseOpt) error {
 type phaseOpt struct {
 	name string
 	opt  *nn.Adam
+}
+
+// Checksum is a 64-bit FNV-1a hash of the trainer's whole replicated state:
+// every network's parameters and buffers, every optimizer's moments and step
+// count, in a fixed order. Data-parallel replicas that applied the same
+// updates have the same checksum; one flipped bit changes it.
+func (t *Trainer) Checksum() uint64 {
+	h := fnv.New64a()
+	var b [4]byte
+	add := func(x *tensor.Tensor) {
+		if x == nil {
+			return
+		}
+		host := x.Data
+		if host == nil {
+			host = make([]float32, x.Numel())
+			t.be.Download(host, x)
+		}
+		for _, v := range host {
+			binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
+			h.Write(b[:])
+		}
+	}
+	for _, nf := range t.netFiles() {
+		ps := nf.net.Params()
+		add(ps.Values())
+		add(ps.Buffers())
+		if nf.opt != nil {
+			m, v, step := nf.opt.State()
+			add(m)
+			add(v)
+			binary.LittleEndian.PutUint32(b[:], uint32(step))
+			h.Write(b[:])
+		}
+	}
+	return h.Sum64()
 }
