@@ -2,8 +2,8 @@ package allreduce
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
