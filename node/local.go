@@ -54,7 +54,7 @@ type LocalConfig struct {
 	// Checkpoint, when not empty, is the checkpoint every worker starts from.
 	Checkpoint string
 	// Extras loads a worker's pretrained networks (VGG, Inception) onto its
-	// engine; nil: none. Rank 0 evaluates, so only it needs the Inception.
+	// engine; nil: none. Every worker evaluates its part of the images.
 	Extras func(rank int, be tensor.Backend) (train.Extras, error)
 	// Output is rank 0's Output (nil: nothing is written).
 	Output train.Output

@@ -15,6 +15,7 @@ import (
 
 	"github.com/crdgo/crdgo/crd/data"
 	"github.com/crdgo/crdgo/crd/model"
+	"github.com/crdgo/crdgo/crd/nn"
 	"github.com/crdgo/crdgo/crd/tensor"
 	"github.com/crdgo/crdgo/crd/train"
 )
@@ -211,26 +212,14 @@ func runTrace(t *testing.T, r train.Recipe, root string, backend tensor.CPUKind,
 //     divides by √v, so an element whose gradient is rounding noise (a bias
 //     in front of instance norm) moves by ±lr in a direction the rounding
 //     decides. Measured after 20 steps: 1–3 % relative L2, |Δθ| ≤ 17·lr.
-//     What can be derived is Adam's own bound: by Jensen, |m̂_t|/√v̂_t ≤
-//     √(max_k w_k/u_k) with the normalised moment weights w (β1 = 0.5) and
-//     u (β2 = 0.999), so each run moves an element by at most lr·Σ_t of
-//     that, and two runs differ by at most twice it (adamBound).
+//     What can be derived is Adam's own bound (nn.AdamBound).
 const (
 	gradTol   = 5e-5
 	bufferTol = 1e-6
 )
 
-// adamBound is the most two Adam runs from the same start can differ in one
-// element after steps steps: 2·lr·Σ_{t≤steps} √(max_k w_k(t)/u_k(t)).
 func adamBound(lr, beta1, beta2 float64, steps int) float64 {
-	var total float64
-	for t := 1; t <= steps; t++ {
-		// The ratio is largest for the newest gradient (k = t).
-		w := (1 - beta1) / (1 - math.Pow(beta1, float64(t)))
-		u := (1 - beta2) / (1 - math.Pow(beta2, float64(t)))
-		total += math.Sqrt(w / u)
-	}
-	return 2 * lr * total
+	return nn.AdamBound(lr, beta1, beta2, steps)
 }
 
 // compare checks a run against the tolerances and the one-process run one,

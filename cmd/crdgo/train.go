@@ -9,15 +9,19 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/crdgo/crdgo/allreduce"
 	"github.com/crdgo/crdgo/crd/model"
 	"github.com/crdgo/crdgo/crd/tensor"
 	"github.com/crdgo/crdgo/crd/train"
+	"github.com/crdgo/crdgo/node"
 )
 
 // engineFlags choose the compute backend.
@@ -29,6 +33,26 @@ type engineFlags struct {
 func (e *engineFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&e.backend, "backend", string(tensor.DefaultCPUKind()), fmt.Sprintf("CPU backend: one of %v", tensor.CPUKinds()))
 	cmd.Flags().IntVar(&e.threads, "threads", 0, "compute threads (0: all CPUs)")
+}
+
+// kind returns the backend kind and the thread count (0: every CPU), and sets
+// GOMAXPROCS to the thread count when one is given.
+func (e *engineFlags) kind() (tensor.CPUKind, int, error) {
+	if e.threads < 0 {
+		return "", 0, fmt.Errorf("--threads %d: want ≥ 0", e.threads)
+	}
+	for _, k := range tensor.CPUKinds() {
+		if string(k) == e.backend {
+			threads := e.threads
+			if threads > 0 {
+				runtime.GOMAXPROCS(threads)
+			} else {
+				threads = runtime.GOMAXPROCS(0)
+			}
+			return k, threads, nil
+		}
+	}
+	return "", 0, fmt.Errorf("--backend %q: want one of %v", e.backend, tensor.CPUKinds())
 }
 
 func (e *engineFlags) open() (tensor.Backend, error) {
@@ -59,6 +83,7 @@ func (p *pretrainedFlags) register(cmd *cobra.Command, withVGG bool) {
 	cmd.Flags().StringVar(&p.realStats, "real-stats", "", "real statistics for FID: an npz with mu and sigma (GAN Compression's real_stat files); default: the recipe's file in the dataset folder, else computed from the evaluation images")
 }
 
+// load reads the pretrained networks onto be. A nil log says nothing.
 func (p *pretrainedFlags) load(be tensor.Backend, log *zap.Logger) (train.Extras, error) {
 	var ext train.Extras
 	if p.vgg != "" {
@@ -87,6 +112,9 @@ type trainFlags struct {
 	logEvery, sampleEvery int
 	checkpointEvery, keep int
 	workers               int
+	nodes, batch, lanes   int
+	transport             string
+	ringTimeout           time.Duration
 	engine                engineFlags
 	pre                   pretrainedFlags
 }
@@ -105,6 +133,14 @@ dataset under ./data if it is missing and writes checkpoints, sample grids
 (input | teacher | student | target), loss.png and metrics.jsonl under
 ./runs/demo. Interrupt it (Ctrl-C) and run it again with --resume: training
 continues bit for bit from the newest intact checkpoint.
+
+Data-parallel: --nodes N trains on N workers in this process, each with its
+own engine and its share of --threads; every step's global batch (--batch,
+default the recipe's) is split across them, their gradients are summed by a
+ring allreduce (--transport: an embedded NATS server, shared memory, or
+direct TCP), and every replica applies the same update. The global batch does
+not depend on N: N workers compute what one process computes on it, up to
+float rounding. Rank 0 writes the run folder.
 
 Built-in recipes: ` + strings.Join(train.Recipes(), ", ") + ` (cityscapes is crdgo's
 extrapolation, not part of the CRD release). --recipe also takes a YAML file.`,
@@ -129,15 +165,59 @@ extrapolation, not part of the CRD release). --recipe also takes a YAML file.`,
 	fl.IntVar(&f.sampleEvery, "sample-every", 200, "steps between sample grids and loss plots")
 	fl.IntVar(&f.checkpointEvery, "checkpoint-every", 0, "steps between checkpoints (0: the recipe's save_latest_freq)")
 	fl.IntVar(&f.keep, "keep", 3, "step checkpoints to keep")
-	fl.IntVar(&f.workers, "workers", 0, "image decoding goroutines (0: one per CPU)")
+	fl.IntVar(&f.workers, "workers", 0, "image decoding goroutines per worker (0: one per CPU)")
+	fl.IntVar(&f.nodes, "nodes", 1, "data-parallel workers in this process, 1 to the global batch")
+	fl.IntVar(&f.batch, "batch", 0, "global batch size, split across the workers (0: the recipe's)")
+	fl.StringVar(&f.transport, "transport", node.Transports()[0], "allreduce transport between workers: one of "+strings.Join(node.Transports(), ", "))
+	fl.IntVar(&f.lanes, "lanes", 4, "NATS connections per worker (--transport nats)")
+	fl.DurationVar(&f.ringTimeout, "ring-timeout", allreduce.DefaultConfig().RingTimeout, "longest wait for a peer in the allreduce before the step fails")
 	f.engine.register(cmd)
 	f.pre.register(cmd, true)
 	return cmd
 }
 
+// check validates the data-parallel flags against the recipe's global batch,
+// one line per problem, naming the flag and what it accepts.
+func (f *trainFlags) check(batch int) error {
+	var errs []error
+	switch {
+	case f.nodes < 1:
+		errs = append(errs, fmt.Errorf("--nodes %d: want 1 to %d (the global batch; raise it with --batch)", f.nodes, batch))
+	case f.nodes > batch:
+		errs = append(errs, fmt.Errorf("--nodes %d: more workers than the global batch of %d examples: want 1 to %d, or raise --batch", f.nodes, batch, batch))
+	}
+	if f.batch < 0 {
+		errs = append(errs, fmt.Errorf("--batch %d: want ≥ 1 (0: the recipe's)", f.batch))
+	}
+	if !slices.Contains(node.Transports(), f.transport) {
+		errs = append(errs, fmt.Errorf("--transport %q: want one of %s", f.transport, strings.Join(node.Transports(), ", ")))
+	}
+	if f.lanes < 1 {
+		errs = append(errs, fmt.Errorf("--lanes %d: want ≥ 1", f.lanes))
+	}
+	if f.ringTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--ring-timeout %v: want > 0", f.ringTimeout))
+	}
+	if f.keep < 1 {
+		errs = append(errs, fmt.Errorf("--keep %d: want ≥ 1 (the newest intact checkpoint is always kept)", f.keep))
+	}
+	return errors.Join(errs...)
+}
+
 func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	rec, err := train.LoadRecipe(f.recipe)
 	if err != nil {
+		return err
+	}
+	if f.batch > 0 && f.batch != rec.Schedule.Batch {
+		log.Warn("--batch departs from the recipe: the paper's runs used its batch", zap.String("recipe", rec.Name),
+			zap.Int("recipe_batch", rec.Schedule.Batch), zap.Int("batch", f.batch))
+		rec.Schedule.Batch = f.batch
+		if err := rec.Validate(); err != nil {
+			return fmt.Errorf("--batch %d: %w", f.batch, err)
+		}
+	}
+	if err := f.check(rec.Schedule.Batch); err != nil {
 		return err
 	}
 	if rec.Extrapolation {
@@ -153,7 +233,7 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 			return fmt.Errorf("%s already has checkpoints: pass --resume to continue, or choose another --out", out)
 		}
 	}
-	be, err := f.engine.open()
+	kind, threads, err := f.engine.kind()
 	if err != nil {
 		return err
 	}
@@ -166,17 +246,22 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	if _, err := train.PrepareData(ctx, f.dataRoot, rec, progress, log); err != nil {
 		return err
 	}
-	ext, err := f.pre.load(be, log)
-	if err != nil {
-		return err
+	cfg := node.LocalConfig{
+		Train: train.Config{Recipe: rec, DataRoot: f.dataRoot, OutDir: out, RealStats: f.pre.realStats,
+			MaxSteps: f.maxSteps, LogEvery: f.logEvery, SampleEvery: f.sampleEvery, CheckpointEvery: f.checkpointEvery,
+			KeepCheckpoints: f.keep, Workers: f.workers, Version: versionString()},
+		Nodes: f.nodes, Transport: f.transport, Lanes: f.lanes, Threads: threads, Backend: kind,
+		Output: train.NewRunFolder(out, progress, log),
+		Extras: func(rank int, be tensor.Backend) (train.Extras, error) {
+			l := log
+			if rank > 0 {
+				l = nil // said once
+			}
+			return f.pre.load(be, l)
+		},
 	}
-	cfg := train.Config{Recipe: rec, DataRoot: f.dataRoot, OutDir: out, RealStats: f.pre.realStats,
-		MaxSteps: f.maxSteps, LogEvery: f.logEvery, SampleEvery: f.sampleEvery, CheckpointEvery: f.checkpointEvery,
-		KeepCheckpoints: f.keep, Workers: f.workers, Version: versionString()}
-	tr, err := train.New(cfg, be, ext, log)
-	if err != nil {
-		return err
-	}
+	cfg.Allreduce = allreduce.DefaultConfig()
+	cfg.Allreduce.RingTimeout = f.ringTimeout
 	if f.resume {
 		cp, err := train.LatestCheckpoint(ckDir, log)
 		if err != nil {
@@ -185,13 +270,15 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 		if cp == "" {
 			log.Info("no checkpoint to resume from yet: starting from step 0", zap.String("dir", ckDir))
 		} else {
-			if err := tr.LoadCheckpoint(cp); err != nil {
-				return err
-			}
-			log.Info("resumed", zap.String("checkpoint", cp), zap.Int("step", tr.State().Step), zap.Int("epoch", tr.State().Epoch))
+			log.Info("resuming", zap.String("checkpoint", cp))
 		}
+		cfg.Checkpoint = cp
 	}
-	sum, err := tr.Run(ctx, train.RunOptions{Output: train.NewRunFolder(out, progress, log)})
+	if f.nodes > 1 {
+		log.Info("data-parallel", zap.Int("workers", f.nodes), zap.Int("global_batch", rec.Schedule.Batch),
+			zap.String("transport", f.transport), zap.Int("threads_per_worker", max(1, threads/f.nodes)))
+	}
+	sum, err := node.RunLocal(ctx, cfg, log)
 	if errors.Is(err, context.Canceled) {
 		log.Info("interrupted: continue with --resume", zap.String("checkpoint", sum.Checkpoint), zap.Int("step", sum.Steps))
 		return nil

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/crdgo/crdgo/crd/tensor"
 )
@@ -57,4 +58,23 @@ func (a *Adam) SetState(m, v []float32, step int) error {
 	a.ps.be.Upload(a.v, v)
 	a.step = step
 	return nil
+}
+
+// AdamBound is the most two runs of Adam (betas beta1, beta2, learning rate
+// lr, ε ignored) from the same start can differ in one element after steps
+// steps, whatever their gradients: by Jensen's inequality |m̂_t|/√v̂_t ≤
+// √(max_k w_k/u_k) with the normalised weights w of the first moment and u of
+// the second, and the newest gradient has the largest ratio, so each run
+// moves an element by at most lr·Σ_t √(w_t/u_t). Adam divides by √v̂, so an
+// element whose gradient is rounding noise moves by about lr a step in a
+// direction the rounding decides: two runs whose gradients differ only by
+// rounding can really be this far apart.
+func AdamBound(lr, beta1, beta2 float64, steps int) float64 {
+	var total float64
+	for t := 1; t <= steps; t++ {
+		w := (1 - beta1) / (1 - math.Pow(beta1, float64(t)))
+		u := (1 - beta2) / (1 - math.Pow(beta2, float64(t)))
+		total += math.Sqrt(w / u)
+	}
+	return 2 * lr * total
 }

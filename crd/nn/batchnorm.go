@@ -224,24 +224,44 @@ func (bn *BatchNorm2d) globalMoments(tp *Tape, x *tensor.Tensor, coll Collective
 }
 
 // gather64 sums float64 values across the ranks, exactly as far as float64
-// goes: each value travels as three float32s (hi, mid, lo: 72 bits ≥ 53), is
-// put together again on every rank, and the ranks' values are added in rank
-// order, so every rank gets the same bits.
+// goes: each value travels exactly (PutFloat64), is put together again on
+// every rank, and the ranks' values are added in rank order, so every rank
+// gets the same bits.
 func gather64(coll Collective, local []float64) []float64 {
-	enc := make([]float32, 3*len(local))
+	enc := make([]float32, Float64Words*len(local))
 	for i, x := range local {
-		hi := float32(x)
-		mid := float32(x - float64(hi))
-		lo := float32(x - float64(hi) - float64(mid))
-		enc[3*i], enc[3*i+1], enc[3*i+2] = hi, mid, lo
+		PutFloat64(enc[Float64Words*i:], x)
 	}
 	all := coll.AllGather(enc)
 	out := make([]float64, len(local))
 	for r := range len(all) / len(enc) {
 		p := all[r*len(enc):]
 		for i := range out {
-			out[i] += float64(p[3*i]) + float64(p[3*i+1]) + float64(p[3*i+2])
+			out[i] += Float64(p[Float64Words*i:])
 		}
 	}
 	return out
+}
+
+// Float64Words is how many float32s PutFloat64 writes.
+const Float64Words = 4
+
+// PutFloat64 writes the 64 bits of x into dst[0:4] as four float32s holding
+// the integers 0…65535, 16 bits each: values a float32 collective moves
+// exactly (a sum with zeros, as a gather built on a sum is, leaves them as
+// they are), whatever x is — subnormal, beyond float32's range, −0 or NaN.
+func PutFloat64(dst []float32, x float64) {
+	b := math.Float64bits(x)
+	for i := range Float64Words {
+		dst[i] = float32(b >> (16 * i) & 0xffff)
+	}
+}
+
+// Float64 is the value PutFloat64 wrote into src[0:4].
+func Float64(src []float32) float64 {
+	var b uint64
+	for i := range Float64Words {
+		b |= uint64(src[i]) << (16 * i)
+	}
+	return math.Float64frombits(b)
 }

@@ -1,6 +1,7 @@
 package nn_test
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -79,4 +80,34 @@ func TestTinyNetFits(t *testing.T) {
 			t.Logf("loss %g → %g", first, last)
 		})
 	}
+}
+
+// TestAdamBound: the bound holds for gradients chosen to move an element as
+// far as possible (its sign flips the moment the bound allows), and is not
+// loose by more than a few times for a steady gradient.
+func TestAdamBound(t *testing.T) {
+	const lr, b1, b2, steps = 2e-4, 0.5, 0.999, 20
+	bound := nn.AdamBound(lr, b1, b2, steps)
+	worst := 0.0
+	r := rand.New(rand.NewPCG(2, 3))
+	for trial := range 2000 {
+		var m, v, x float64
+		for s := 1; s <= steps; s++ {
+			g := r.NormFloat64()
+			if trial%2 == 0 {
+				g = math.Pow(10, float64(s)/2) // growing gradients: the newest dominates m̂ most
+			}
+			m = b1*m + (1-b1)*g
+			v = b2*v + (1-b2)*g*g
+			x -= lr * (m / (1 - math.Pow(b1, float64(s)))) / math.Sqrt(v/(1-math.Pow(b2, float64(s))))
+		}
+		worst = max(worst, 2*math.Abs(x))
+	}
+	if worst > bound {
+		t.Fatalf("two runs %d steps apart by %g > AdamBound %g", steps, worst, bound)
+	}
+	if worst < bound/4 {
+		t.Errorf("AdamBound %g is more than 4× the worst found (%g): too loose to test anything", bound, worst)
+	}
+	t.Logf("AdamBound(%g, %g, %g, %d) = %.3g; worst found %.3g", lr, b1, b2, steps, bound, worst)
 }

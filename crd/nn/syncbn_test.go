@@ -146,3 +146,26 @@ func f64(v []float32) []float64 {
 	}
 	return out
 }
+
+// TestFloat64TravelsExactly: PutFloat64 and Float64 round-trip every float64
+// bit for bit, including extremes, subnormals, infinities and NaN.
+func TestFloat64TravelsExactly(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	vals := []float64{0, 1, -1, math.Pi, 1e300, -1e-300, 5e-324, math.MaxFloat64, math.SmallestNonzeroFloat64, 1 << 60, 3.4028234663852886e38, math.Inf(1), math.Inf(-1)}
+	for range 100000 {
+		vals = append(vals, math.Float64frombits(r.Uint64()))
+	}
+	vals = append(vals, math.Copysign(0, -1), math.NaN())
+	var enc [nn.Float64Words]float32
+	zeros := make([]float32, nn.Float64Words)
+	for _, x := range vals {
+		nn.PutFloat64(enc[:], x)
+		for i := range enc { // through a sum with another rank's zeros
+			enc[i] += zeros[i]
+		}
+		got := nn.Float64(enc[:])
+		if math.Float64bits(got) != math.Float64bits(x) {
+			t.Fatalf("Float64(PutFloat64(%v)) = %v (%x); want %x", x, got, math.Float64bits(got), math.Float64bits(x))
+		}
+	}
+}

@@ -100,6 +100,42 @@ type Evaluator struct {
 	realN     int
 	realFrom  string
 	realFixed bool
+
+	group *evalGroup // data-parallel: the ranks share the images; nil: one process
+}
+
+// evalGroup is how the ranks of a run evaluate together: rank r of w takes
+// its contiguous part of the evaluation images (data.Split), and what each
+// image gives (scores, Inception activations) is gathered from every rank, so
+// every rank ends with the one-process results, bit for bit, and no rank
+// waits while another evaluates alone.
+type evalGroup struct {
+	ctx  context.Context
+	sync GradSync
+	step func() uint64
+}
+
+// part is this rank's share [lo, hi) of n evaluation images.
+func (e *Evaluator) part(n int) (lo, hi int) {
+	if e.group == nil {
+		return 0, n
+	}
+	return data.Split(n, e.group.sync.World(), e.group.sync.Rank())
+}
+
+// gather returns the n×per values of every image, given this rank's part
+// local (its images' values, at their place). One process: local itself.
+func (e *Evaluator) gather(phase string, local []float32, per, n int) ([]float32, error) {
+	if e.group == nil {
+		return local, nil
+	}
+	lo, _ := e.part(n)
+	all := make([]float32, n*per)
+	copy(all[lo*per:], local)
+	if err := e.group.sync.SumInPlace(e.group.ctx, e.group.step(), phase, all); err != nil {
+		return nil, fmt.Errorf("eval: %s across %d ranks: %w", phase, e.group.sync.World(), err)
+	}
+	return all, nil
 }
 
 // OpenEvalSet opens the recipe's evaluation images: aligned val (pix2pix) or
@@ -199,20 +235,30 @@ const evalBatch = 8
 // images (GAN Compression recomputes them this way when no npz exists).
 func (e *Evaluator) realFromImages(ctx context.Context) error {
 	tp := nn.NewTape(e.be)
-	var acts []float64
 	n := e.n()
-	for i := 0; i < n; i += evalBatch {
+	lo, hi := e.part(n)
+	var local []float32
+	for i := lo; i < hi; i += evalBatch {
 		var imgs [][]float32
-		for j := i; j < min(n, i+evalBatch); j++ {
+		for j := i; j < min(hi, i+evalBatch); j++ {
 			ex, err := e.ds.Example(ctx, 0, 0, j)
 			if err != nil {
 				return fmt.Errorf("eval: %w", err)
 			}
 			imgs = append(imgs, ex.B)
 		}
-		acts = append(acts, e.features(tp, imgs, true)...)
+		f, err := e.features(tp, imgs, true)
+		if err != nil {
+			return err
+		}
+		local = append(local, f...)
 	}
-	st, err := metric.ComputeStats(acts, n, len(acts)/n)
+	all, err := e.gather("eval real activations", local, model.InceptionDim, n)
+	if err != nil {
+		return err
+	}
+	acts := widen(all)
+	st, err := metric.ComputeStats(acts, n, model.InceptionDim)
 	if err != nil {
 		return fmt.Errorf("eval: real statistics of %s: %w", e.ds, err)
 	}
@@ -221,9 +267,18 @@ func (e *Evaluator) realFromImages(ctx context.Context) error {
 	return nil
 }
 
+func widen(x []float32) []float64 {
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = float64(v)
+	}
+	return out
+}
+
 // features runs Inception on images in [−1,1] after the tensor2im uint8
-// conversion (truncating generated images, rounding exact real ones).
-func (e *Evaluator) features(tp *nn.Tape, imgs [][]float32, real bool) []float64 {
+// conversion (truncating generated images, rounding exact real ones) and
+// returns their model.InceptionDim activations each.
+func (e *Evaluator) features(tp *nn.Tape, imgs [][]float32, real bool) ([]float32, error) {
 	tp.Reset()
 	per := len(imgs[0])
 	side := int(math.Sqrt(float64(per / 3)))
@@ -234,13 +289,12 @@ func (e *Evaluator) features(tp *nn.Tape, imgs [][]float32, real bool) []float64
 		metric.Uint8ToUnit(x[i*per:(i+1)*per], u)
 	}
 	f := e.inception.Features(tp, tp.Input(x, len(imgs), 3, side, side))
+	if got := f.Value.Numel(); got != len(imgs)*model.InceptionDim {
+		return nil, fmt.Errorf("eval: Inception gave %d values for %d images; want %d each", got, len(imgs), model.InceptionDim)
+	}
 	host := make([]float32, f.Value.Numel())
 	e.be.Download(host, f.Value)
-	out := make([]float64, len(host))
-	for i, v := range host {
-		out[i] = float64(v)
-	}
-	return out
+	return host, nil
 }
 
 // toUint8 converts [−1,1] to uint8: generated images as tensor2im (truncate),
@@ -255,6 +309,10 @@ func toUint8(dst []uint8, x []float32, round bool) {
 	}
 }
 
+// pairedWords is what one image's paired scores take on the wire: PSNR, SSIM
+// and L1, each a float64 in nn.Float64Words float32s.
+const pairedWords = 3 * nn.Float64Words
+
 func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) {
 	g.SetTraining(false)
 	defer g.SetTraining(true)
@@ -262,14 +320,14 @@ func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) 
 	ftp := nn.NewTape(e.be)
 	s := nanScores()
 	n := e.n()
-	var psnr, ssim, l1 float64
-	var acts []float64
-	for i := 0; i < n; i += evalBatch {
+	lo, hi := e.part(n)
+	var paired, acts []float32
+	for i := lo; i < hi; i += evalBatch {
 		if err := ctx.Err(); err != nil {
 			return s, err
 		}
 		var exs []data.Example
-		for j := i; j < min(n, i+evalBatch); j++ {
+		for j := i; j < min(hi, i+evalBatch); j++ {
 			ex, err := e.ds.Example(ctx, 0, 0, j)
 			if err != nil {
 				return s, fmt.Errorf("eval: %w", err)
@@ -281,21 +339,43 @@ func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) 
 			for k, ex := range exs {
 				a, b := toUnit(outs[k], false), toUnit(ex.B, true)
 				side := int(math.Sqrt(float64(len(a) / 3)))
-				psnr += metric.PSNR(a, b, 1)
-				ssim += metric.SSIM(a, b, 3, side, side)
-				l1 += metric.MeanAbs(a, b)
+				var w [pairedWords]float32
+				nn.PutFloat64(w[0:], metric.PSNR(a, b, 1))
+				nn.PutFloat64(w[nn.Float64Words:], metric.SSIM(a, b, 3, side, side))
+				nn.PutFloat64(w[2*nn.Float64Words:], metric.MeanAbs(a, b))
+				paired = append(paired, w[:]...)
 			}
 		}
 		if e.inception != nil {
-			acts = append(acts, e.features(ftp, outs, false)...)
+			f, err := e.features(ftp, outs, false)
+			if err != nil {
+				return s, err
+			}
+			acts = append(acts, f...)
 		}
 	}
 	if e.paired {
+		all, err := e.gather("eval paired scores", paired, pairedWords, n)
+		if err != nil {
+			return s, err
+		}
+		// Summed in image order, as one process sums them.
+		var psnr, ssim, l1 float64
+		for i := range n {
+			w := all[i*pairedWords:]
+			psnr += nn.Float64(w)
+			ssim += nn.Float64(w[nn.Float64Words:])
+			l1 += nn.Float64(w[2*nn.Float64Words:])
+		}
 		s.PSNR, s.SSIM, s.L1 = psnr/float64(n), ssim/float64(n), l1/float64(n)
 	}
 	if e.inception != nil {
-		dim := len(acts) / n
-		st, err := metric.ComputeStats(acts, n, dim)
+		all, err := e.gather("eval activations", acts, model.InceptionDim, n)
+		if err != nil {
+			return s, err
+		}
+		acts := widen(all)
+		st, err := metric.ComputeStats(acts, n, model.InceptionDim)
 		if err != nil {
 			return s, fmt.Errorf("eval: %w", err)
 		}
@@ -306,7 +386,7 @@ func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) 
 		s.FID, s.Warning = fid, warn
 		if e.realActs != nil {
 			opt := metric.DefaultKIDOptions()
-			if m, sd, err := metric.KID(e.realActs, e.realN, acts, n, dim, opt); err == nil {
+			if m, sd, err := metric.KID(e.realActs, e.realN, acts, n, model.InceptionDim, opt); err == nil {
 				s.KID, s.KIDStd = m, sd
 			} else if !errors.Is(err, context.Canceled) {
 				e.log.Warn("KID not computed", zap.Error(err))

@@ -136,14 +136,17 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		}
 	}
 	lp := &loop{t: t, opt: opt, world: world, rank: rank, ctx: opCtx, ckStep: -1}
+	val, err := OpenEvalSet(ctx, cfg.DataRoot, r, t.log)
+	if err != nil {
+		return Summary{}, err
+	}
+	if lp.ev, err = t.newEvaluator(ctx, val); err != nil {
+		return Summary{}, err
+	}
+	if world > 1 {
+		lp.ev.group = &evalGroup{ctx: opCtx, sync: opt.Sync, step: func() uint64 { return uint64(t.state.Step) }}
+	}
 	if rank == 0 {
-		val, err := OpenEvalSet(ctx, cfg.DataRoot, r, t.log)
-		if err != nil {
-			return Summary{}, err
-		}
-		if lp.ev, err = t.newEvaluator(ctx, val); err != nil {
-			return Summary{}, err
-		}
 		for i := 0; i < min(4, val.Len()); i++ {
 			ex, err := val.Example(ctx, 0, 0, i)
 			if err != nil {
@@ -166,9 +169,9 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		defer out.End()
 	}
 	t.log.Info("training", zap.String("recipe", r.Name), zap.String("mode", string(r.Mode)), zap.Int("examples", ds.Len()),
-		zap.Int("global_batch", r.Schedule.Batch), zap.Int("world", world), zap.Int("rank", rank),
+		zap.Int("global_batch", r.Schedule.Batch), zap.Int("world", world),
 		zap.Int("planned_steps", planned), zap.Int("from_step", t.state.Step), zap.Bool("perceptual", t.vgg != nil),
-		zap.Bool("fid", lp.ev != nil && lp.ev.inception != nil), zap.String("out", cfg.OutDir))
+		zap.Bool("fid", lp.ev.inception != nil), zap.String("out", cfg.OutDir))
 
 	logEvery, sampleEvery, ckEvery := or(cfg.LogEvery, 10), or(cfg.SampleEvery, 200), or(cfg.CheckpointEvery, r.Schedule.SaveLatestFreq)
 	startStep := t.state.Step
@@ -278,7 +281,7 @@ type loop struct {
 	world, rank int
 	ctx         context.Context // for collective operations: never cancelled
 
-	ev      *Evaluator     // rank 0 only
+	ev      *Evaluator
 	samples []data.Example // rank 0 only: the sample grid's rows
 	last    *EvalResult
 	ck      string // the newest checkpoint this run wrote
@@ -363,54 +366,37 @@ func (lp *loop) draw() error {
 	return nil
 }
 
-// evaluate scores the teacher (unless what is "student") and the student on
-// rank 0 and gives every rank the FIDs, which decide the best teacher (the
-// teacher of CycleGAN's student rounds) and the best student identically
-// everywhere.
+// evaluate scores the teacher (unless what is "student") and the student.
+// Every rank evaluates its part of the images and the ranks gather the
+// per-image results, so every rank gets the same scores — the ones one
+// process would get — and takes the same decisions: the best teacher (the
+// teacher of CycleGAN's student rounds) and the best student.
 func (lp *loop) evaluate(what string) error {
 	t := lp.t
-	var res EvalResult
-	var evalErr error
-	if lp.ev != nil {
-		teacher := t.Nets.GT
-		if what == "student" {
-			teacher = nil
-		}
-		res, evalErr = lp.ev.Evaluate(lp.ctx, teacher, t.Nets.S)
+	teacher := t.Nets.GT
+	if what == "student" {
+		teacher = nil
 	}
-	tFID, sFID := res.Teacher.FID, res.Student.FID
-	if lp.world > 1 {
-		buf := make([]float32, 3)
-		if lp.rank == 0 && evalErr == nil {
-			buf[0], buf[1], buf[2] = 1, float32(tFID), float32(sFID)
-		}
-		if err := lp.opt.Sync.SumInPlace(lp.ctx, uint64(t.state.Step), "eval", buf); err != nil {
-			return fmt.Errorf("train: step %d: evaluation scores from rank 0: %w", t.state.Step, err)
-		}
-		if evalErr == nil && buf[0] != 1 {
-			evalErr = fmt.Errorf("train: step %d: the evaluation failed on rank 0", t.state.Step)
-		}
-		tFID, sFID = float64(buf[1]), float64(buf[2])
+	res, err := lp.ev.Evaluate(lp.ctx, teacher, t.Nets.S)
+	if err != nil {
+		return fmt.Errorf("train: step %d: %w", t.state.Step, err)
 	}
-	if evalErr != nil {
-		return evalErr
-	}
-	if lp.ev != nil {
-		lp.last = &res
+	lp.last = &res
+	if lp.rank == 0 {
 		t.logEval(res)
 	}
-	if !math.IsNaN(tFID) && (t.state.BestTeacher == 0 || tFID < t.state.BestTeacher) {
-		t.state.BestTeacher = tFID
+	if f := res.Teacher.FID; !math.IsNaN(f) && (t.state.BestTeacher == 0 || f < t.state.BestTeacher) {
+		t.state.BestTeacher = f
 		if t.Nets.GTBest != nil {
 			if err := t.Nets.GTBest.Params().CopyFrom(t.Nets.GT.Params()); err != nil {
 				return err
 			}
 		}
 	}
-	if !math.IsNaN(sFID) && (t.state.BestStudent == 0 || sFID < t.state.BestStudent) {
-		t.state.BestStudent = sFID
+	if f := res.Student.FID; !math.IsNaN(f) && (t.state.BestStudent == 0 || f < t.state.BestStudent) {
+		t.state.BestStudent = f
 		if out := lp.opt.Output; out != nil {
-			if err := out.BestStudent(t, sFID); err != nil {
+			if err := out.BestStudent(t, f); err != nil {
 				return err
 			}
 		}
