@@ -62,9 +62,10 @@ type LocalConfig struct {
 	// step of every worker, from that worker's goroutine.
 	BeforeStep func(rank int, w *Worker, b *data.Batch) error
 	OnStep     func(rank int, w *Worker, info train.StepInfo) error
-
-	// wrap, in tests, replaces a worker's GradSync (fault injection).
-	wrap func(rank int, s train.GradSync) train.GradSync
+	// WrapSync, when set, wraps each worker's Reducer before the trainer gets
+	// it: instrumentation (the data-parallel benchmark times every
+	// operation) and fault injection in tests.
+	WrapSync func(rank int, s train.GradSync) train.GradSync
 }
 
 // Validate reports every problem at once, naming the field.
@@ -193,8 +194,8 @@ func RunLocal(ctx context.Context, cfg LocalConfig, log *zap.Logger) (train.Summ
 	)
 	for r, w := range workers {
 		w.Sync = reducers[r]
-		if cfg.wrap != nil {
-			w.Sync = cfg.wrap(r, w.Sync)
+		if cfg.WrapSync != nil {
+			w.Sync = cfg.WrapSync(r, w.Sync)
 		}
 		wg.Add(1)
 		go func() {

@@ -130,7 +130,7 @@ func runTrace(t *testing.T, r train.Recipe, root string, backend tensor.CPUKind,
 		Lanes:     2,
 		Threads:   nodes, // one thread per worker: results do not depend on it, and 4 workers fit 2 cores
 		Backend:   backend,
-		wrap:      wrap,
+		WrapSync:  wrap,
 		BeforeStep: func(rank int, w *Worker, b *data.Batch) error {
 			step := w.Trainer.State().Step + 1
 			var snap *train.Snapshot
