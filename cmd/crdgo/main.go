@@ -8,7 +8,12 @@ import (
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
+	root, g := newRoot()
+	err := root.Execute()
+	if perr := g.stopProfile(); err == nil { // a failed command's profile is written too
+		err = perr
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "crdgo:", err)
 		os.Exit(1)
 	}

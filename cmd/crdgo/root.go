@@ -15,9 +15,30 @@ type globalFlags struct {
 	logFormat  string
 	logLevel   string
 	cpuProfile string
+	prof       *os.File // the running CPU profile, if any
 }
 
 func newRootCmd() *cobra.Command {
+	root, _ := newRoot()
+	return root
+}
+
+// stopProfile ends the CPU profile, if one runs, and closes its file. main
+// calls it after the command, whether the command failed or not.
+func (g *globalFlags) stopProfile() error {
+	if g.prof == nil {
+		return nil
+	}
+	pprof.StopCPUProfile()
+	err := g.prof.Close()
+	g.prof = nil
+	if err != nil {
+		return fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return nil
+}
+
+func newRoot() (*cobra.Command, *globalFlags) {
 	g := &globalFlags{}
 	root := &cobra.Command{
 		Use:   "crdgo",
@@ -31,7 +52,6 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format: console or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file (go tool pprof)")
-	var prof *os.File
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if g.cpuProfile == "" {
 			return nil
@@ -40,15 +60,12 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 		if err != nil {
 			return fmt.Errorf("--cpuprofile: %w", err)
 		}
-		prof = f
-		return pprof.StartCPUProfile(f)
-	}
-	root.PersistentPostRunE = func(*cobra.Command, []string) error {
-		if prof == nil {
-			return nil
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("--cpuprofile: %w", err)
 		}
-		pprof.StopCPUProfile()
-		return prof.Close()
+		g.prof = f
+		return nil
 	}
 	root.AddCommand(
 		newVersionCmd(),
@@ -60,7 +77,7 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 		newTranslateCmd(g),
 		newModelCmd(g),
 	)
-	return root
+	return root, g
 }
 
 // newLogger builds the process logger from the global flags. Only main-side code

@@ -104,12 +104,12 @@ type refDir struct {
 	dir string
 }
 
-// newRef skips the test when /usr/bin/python3 cannot import numpy and scipy,
-// and fails it on any other problem.
+// newRef skips the test when /usr/bin/python3 cannot import numpy and scipy
+// (fails it where CRDGO_CI is set), and fails it on any other problem.
 func newRef(t *testing.T) *refDir {
 	t.Helper()
 	if out, err := exec.Command(python, "-c", "import numpy, scipy.linalg, scipy.ndimage").CombinedOutput(); err != nil {
-		t.Skipf("reference check needs %s with numpy and scipy (CI installs them: apt-get install python3-numpy python3-scipy): %v: %s",
+		skipWithoutPython(t, "reference check needs %s with numpy and scipy (CI installs them: apt-get install python3-numpy python3-scipy): %v: %s",
 			python, err, bytes.TrimSpace(out))
 	}
 	return &refDir{t: t, dir: t.TempDir()}
@@ -194,4 +194,15 @@ func reluFeatures(rng *rand.Rand, n, dim int, shift float64) []float64 {
 		}
 	}
 	return x
+}
+
+// skipWithoutPython skips a test that needs /usr/bin/python3 with its
+// packages, and fails it where CRDGO_CI is set (.ci/run sets it): CI installs
+// them, so a missing one there is a broken environment, not a reason to pass.
+func skipWithoutPython(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CRDGO_CI") != "" {
+		t.Fatalf("CRDGO_CI is set: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
