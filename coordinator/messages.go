@@ -71,9 +71,10 @@ type AddVoter struct {
 }
 
 // Event is what the leader publishes when the state changes: exactly one of
-// its fields is set.
+// its fields is set. Assignment goes to one node, on crdgo.<job>.node.<id>;
+// the others to every node, on crdgo.<job>.events.
 type Event struct {
-	Assign     *Assign              `json:"assign,omitempty"`
+	Assignment *Assignment          `json:"assignment,omitempty"`
 	Committed  *Point               `json:"committed,omitempty"`
 	Checkpoint *CheckpointCommitted `json:"checkpoint,omitempty"`
 	Done       *JobDone             `json:"done,omitempty"`
@@ -349,15 +350,9 @@ func (a Assignment) validate() error {
 func (e Event) validate() error {
 	n := 0
 	var errs []error
-	if e.Assign != nil {
+	if e.Assignment != nil {
 		n++
-		if len(e.Assign.Assignments) > MaxMembers {
-			errs = append(errs, fmt.Errorf("assign: %d assignments", len(e.Assign.Assignments)))
-		} else {
-			for _, a := range e.Assign.Assignments {
-				errs = append(errs, a.validate())
-			}
-		}
+		errs = append(errs, e.Assignment.validate())
 	}
 	if e.Committed != nil {
 		n++

@@ -57,6 +57,9 @@ type RaftConfig struct {
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+
+	// transport, when set (tests), is used instead of one built from Bind.
+	transport raft.Transport
 }
 
 // Peer is a replica of the raft group.
@@ -172,7 +175,9 @@ func OpenReplica(cfg RaftConfig, hook ApplyHook, log *zap.Logger) (*Replica, err
 	}
 	hl := newHCLog(log.Named("raft"))
 	var trans raft.Transport
-	if cfg.Bind == "" {
+	if cfg.transport != nil {
+		trans = cfg.transport
+	} else if cfg.Bind == "" {
 		addr := cfg.Advertise
 		if addr == "" {
 			addr = cfg.ID
