@@ -29,6 +29,7 @@ const (
 	maxField  = 256 // versions, hashes, hosts, reasons
 	maxFiles  = 64  // files of a checkpoint
 	maxLosses = 32  // loss terms of a report
+	maxLoss   = 1e30
 )
 
 // Message is the envelope of the control protocol. Exactly one body is set.
@@ -300,8 +301,9 @@ func (r Report) validate() error {
 	for k, v := range r.Losses {
 		if !lossRE.MatchString(k) {
 			errs = append(errs, fmt.Errorf("losses: name %q: want 1-64 letters, digits, '.', '_', '-'", k))
-		} else if math.IsNaN(v) || math.IsInf(v, 0) {
-			errs = append(errs, fmt.Errorf("losses: %s = %v: want a finite number", k, v))
+		} else if math.IsNaN(v) || math.Abs(v) > maxLoss {
+			// Bounded, so that sums over ranks stay finite and JSON can carry them.
+			errs = append(errs, fmt.Errorf("losses: %s = %v: want a finite number within ±%g", k, v, maxLoss))
 		}
 	}
 	errs = append(errs, seconds("step_seconds", r.StepTime), seconds("allreduce_seconds", r.AllreduceTime))
