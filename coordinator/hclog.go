@@ -46,7 +46,13 @@ func fields(args []any) []zap.Field {
 		if !ok {
 			k = fmt.Sprint(args[i])
 		}
-		out = append(out, zap.Any(k, args[i+1]))
+		v := args[i+1]
+		if f, ok := v.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				v = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+		out = append(out, zap.Any(k, v))
 	}
 	return out
 }

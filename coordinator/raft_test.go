@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -441,5 +442,12 @@ func TestTCPBoltReplicas(t *testing.T) {
 	servers, err := reps[1].Servers()
 	if err != nil || len(servers) != 3 {
 		t.Fatalf("Servers() = %v, %v; want 3", servers, err)
+	}
+}
+
+func TestHCLogFields(t *testing.T) {
+	got := fields([]any{"servers", hclog.Fmt("%d-%s", 3, "x"), "n", 1, "dangling"})
+	if len(got) != 3 || got[0].Key != "servers" || got[0].Interface != "3-x" && got[0].String != "3-x" || got[2].Key != "extra" {
+		t.Fatalf("fields = %+v; want servers=3-x, n=1, extra=dangling", got)
 	}
 }

@@ -1,8 +1,16 @@
 package coordinator
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 )
 
@@ -128,4 +136,101 @@ func (r *rate) perSecond(now time.Time) float64 {
 
 func (s Status) String() string {
 	return fmt.Sprintf("job %s %s gen %d committed %d", s.Job, s.Status, s.Gen.Gen, s.Committed)
+}
+
+// WriteTable prints the status for an operator: the job line, the replicas,
+// one row per member, the drops and the newest checkpoints.
+func (s Status) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	steps := strconv.FormatUint(s.Committed, 10)
+	if s.Spec != nil && s.Spec.MaxSteps > 0 {
+		steps += "/" + strconv.FormatUint(s.Spec.MaxSteps, 10)
+	}
+	status := string(s.Status)
+	if status == "" {
+		status = "no job"
+	}
+	fmt.Fprintf(tw, "job %s\t%s\tgeneration %d (from step %d, world %d)\tstep %s\t%.1f samples/s\n",
+		s.Job, status, s.Gen.Gen, s.Gen.Start, len(s.Gen.Ring), steps, s.SamplesPerSecond)
+	if s.Reason != "" {
+		fmt.Fprintf(tw, "reason: %s\n", s.Reason)
+	}
+	leader := s.Leader
+	if leader == "" {
+		leader = "none"
+	}
+	var reps []string
+	for _, r := range s.Replicas {
+		mark := ""
+		if r.ID == s.Leader {
+			mark = "*"
+		}
+		reps = append(reps, r.ID+mark+" "+r.Addr)
+	}
+	fmt.Fprintf(tw, "leader %s (term %d); replicas: %s; answered by %s (%s)\n\n", leader, s.Term, strings.Join(reps, ", "), s.Replica, s.RaftState)
+	fmt.Fprintln(tw, "NODE\tHOST\tSTATE\tRANK\tSLICE\tJOINED\tSTEP\tSTEP TIME\tALLREDUCE\tLOSSES")
+	for _, m := range s.Members {
+		rank, slice := "-", "-"
+		if m.Rank >= 0 && m.Rank < len(s.Gen.Split) {
+			sp := s.Gen.Split[m.Rank]
+			rank, slice = strconv.Itoa(m.Rank), fmt.Sprintf("[%d,%d)", sp.Lo, sp.Hi)
+		}
+		step, st, ar, losses := "-", "-", "-", ""
+		if p := m.Last; p != nil {
+			step = strconv.FormatUint(p.Step, 10)
+			st, ar = fmtSeconds(p.StepTime), fmtSeconds(p.AllreduceTime)
+			keys := make([]string, 0, len(p.Losses))
+			for k := range p.Losses {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			var parts []string
+			for _, k := range keys {
+				parts = append(parts, fmt.Sprintf("%s=%.4g", k, p.Losses[k]))
+			}
+			losses = strings.Join(parts, " ")
+		}
+		joined := "-"
+		if m.JoinedGen > 0 {
+			joined = "gen " + strconv.FormatUint(m.JoinedGen, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Host, m.State, rank, slice, joined, step, st, ar, losses)
+	}
+	fmt.Fprintf(tw, "\ndropped: stale %d, foreign %d, invalid %d; malformed %d\n", s.Dropped.Stale, s.Dropped.Foreign, s.Dropped.Invalid, s.Malformed)
+	for _, c := range s.Checkpoints {
+		var size int64
+		for _, f := range c.Files {
+			size += f.Size
+		}
+		fmt.Fprintf(tw, "checkpoint step %d: %d files, %.2f MiB\n", c.Step, len(c.Files), float64(size)/(1<<20))
+	}
+	return tw.Flush()
+}
+
+func fmtSeconds(s float64) string {
+	if s < 1 {
+		return fmt.Sprintf("%.1fms", s*1000)
+	}
+	return fmt.Sprintf("%.2fs", s)
+}
+
+// FetchStatus reads a coordinator's GET /status (base: http://host:port).
+func FetchStatus(ctx context.Context, base string) (Status, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/status?history=0", nil)
+	if err != nil {
+		return Status{}, fmt.Errorf("coordinator: status from %s: %w", base, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return Status{}, fmt.Errorf("coordinator: status from %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Status{}, fmt.Errorf("coordinator: status from %s: %s", base, resp.Status)
+	}
+	var st Status
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&st); err != nil {
+		return Status{}, fmt.Errorf("coordinator: status from %s: %w", base, err)
+	}
+	return st, nil
 }

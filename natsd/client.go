@@ -122,7 +122,9 @@ func Connect(c ClientConfig, log *zap.Logger, extra ...nats.Option) (*nats.Conn,
 	}
 	opts = append(opts,
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			log.Warn("nats disconnected", zap.String("url", nc.ConnectedUrlRedacted()), zap.Error(err))
+			if url := nc.ConnectedUrlRedacted(); url != "" { // not a failed first connect
+				log.Warn("nats disconnected", zap.String("url", url), zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
