@@ -21,7 +21,7 @@ type coordinatorFlags struct {
 	join                                        bool
 	httpAddr                                    string
 	token                                       secret
-	nodeTimeout                                 time.Duration
+	nodeTimeout, raftTimeout                    time.Duration
 	nats                                        natsFlags
 
 	job, recipe, recipeHash, dataset, datasetHash, version string
@@ -67,6 +67,7 @@ The job: --recipe and the other job flags on the replica(s) that may create it
 	fl.BoolVar(&f.join, "join", false, "join an existing group: ask its leader over NATS to add this replica")
 	fl.StringVar(&f.httpAddr, "http", "127.0.0.1:8480", "HTTP listen address for /status, /metrics and the live page (empty: none)")
 	f.token.register(cmd, "http-token", "CRDGO_HTTP_TOKEN", "bearer token for state-changing HTTP endpoints (POST /stop)")
+	fl.DurationVar(&f.raftTimeout, "raft-timeout", coordinator.DefaultRaftConfig().HeartbeatTimeout, "raft heartbeat and election timeout (lease: half): a lost leader is replaced in about 2-3 of these; raise it on slow or loaded links")
 	fl.DurationVar(&f.nodeTimeout, "node-timeout", coordinator.DefaultConfig().NodeTimeout, "a node not heard from this long is dropped from the job")
 	f.nats.register(cmd)
 
@@ -137,6 +138,7 @@ func (f *coordinatorFlags) config(cmd *cobra.Command) (coordinator.Config, error
 	}
 	r := &cfg.Raft
 	r.ID, r.Bind, r.Advertise, r.Dir = f.id, f.raftAddr, f.raftAdvertise, f.raftDir
+	r.HeartbeatTimeout, r.ElectionTimeout, r.LeaderLeaseTimeout = f.raftTimeout, f.raftTimeout, f.raftTimeout/2
 	if r.Dir == "" {
 		r.Dir = filepath.Join("coordinator", f.id)
 	}
