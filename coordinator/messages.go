@@ -191,7 +191,7 @@ func Encode(v any) ([]byte, error) {
 }
 
 // ErrInvalid wraps every decoding and validation error.
-var ErrInvalid = errors.New("invalid message")
+var ErrInvalid = errors.New("coordinator: invalid message")
 
 // Decode parses and validates a Message.
 func Decode(b []byte) (Message, error) {

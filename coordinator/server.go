@@ -180,8 +180,10 @@ type Server struct {
 
 	sample atomic.Pointer[sample]
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop    chan struct{}
+	mu      sync.Mutex // guards closing against wg.Add in onRequest
+	closing bool
+	wg      sync.WaitGroup
 }
 
 // event is one message the leader publishes.
@@ -264,6 +266,9 @@ func (s *Server) Close() error {
 	default:
 	}
 	close(s.stop)
+	s.mu.Lock()
+	s.closing = true // no request starts after this; wg.Wait below sees them all
+	s.mu.Unlock()
 	var errs []error
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -328,7 +333,14 @@ func (s *Server) onRequest(m *nats.Msg) {
 	case <-s.stop:
 		return
 	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		<-s.sem
+		return
+	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.sem }()
@@ -419,7 +431,9 @@ func (s *Server) lead(ctx context.Context, m Message) Reply {
 			return Reply{V: ProtocolVersion, Code: CodeUnknown, Error: fmt.Sprintf("node %s (incarnation %s) is not a live member: join again", h.Node, h.Incarnation)}
 		}
 		s.live.saw(h.Node)
-		return s.okFor(h.Node, st)
+		r := s.okFor(h.Node, st)
+		r.Spec = nil
+		return r
 	case m.AddVoter != nil:
 		if err := s.rep.AddVoter(ctx, m.AddVoter.ID, m.AddVoter.Addr); err != nil {
 			return errReply(CodeInternal, err)
@@ -457,7 +471,11 @@ func (s *Server) lead(ctx context.Context, m Message) Reply {
 			return Reply{V: ProtocolVersion, Code: CodeDropped, Error: trim(e.Reason)}
 		}
 	}
-	return s.okFor(node, s.rep.State())
+	r := s.okFor(node, s.rep.State())
+	if _, ok := c.(Join); !ok {
+		r.Spec = nil // only a join needs the job's spec
+	}
+	return r
 }
 
 // okFor is a successful reply with the job as it stands, and node's assignment
