@@ -122,8 +122,8 @@ func Connect(c ClientConfig, log *zap.Logger, extra ...nats.Option) (*nats.Conn,
 	}
 	opts = append(opts,
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			if url := nc.ConnectedUrlRedacted(); url != "" { // not a failed first connect
-				log.Warn("nats disconnected", zap.String("url", url), zap.Error(err))
+			if err != nil { // nil: our own Close
+				log.Warn("nats disconnected", zap.String("url", nc.ConnectedUrlRedacted()), zap.Error(err))
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
