@@ -5,11 +5,12 @@ GO      ?= go
 BIN     := bin/crdgo
 PKGS    := ./...
 # Debian packages: OpenBLAS for the cgo GEMM (the pthread flavour, so PyTorch's
-# libblas.so.3 is OpenBLAS too), PyTorch/NumPy/SciPy for the reference checks.
-DEB     := libopenblas-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy python3-pil
+# libblas.so.3 is OpenBLAS too), PyTorch/NumPy/SciPy for the reference checks,
+# Chromium for the coordinator's live-page browser test.
+DEB     := libopenblas-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy python3-pil chromium
 PY      := /usr/bin/python3
 
-.PHONY: all run test deps build vet unit race nocgo bench clean
+.PHONY: all run test deps build vet unit race nocgo bench screenshot clean
 
 all: build
 
@@ -37,7 +38,7 @@ unit:
 
 # Packages with goroutines of their own run again under the race detector.
 race:
-	$(GO) test -race -count=1 -timeout 30m ./crd ./crd/data/... ./crd/tensor/... ./allreduce/... ./natsd/...
+	$(GO) test -race -count=1 -timeout 30m ./crd ./crd/data/... ./crd/tensor/... ./allreduce/... ./natsd/... ./coordinator/...
 
 # The pure-Go path must keep working without cgo.
 nocgo:
@@ -51,6 +52,10 @@ bench: build
 	$(BIN) bench engine
 	$(BIN) bench step
 	$(BIN) bench allreduce
+
+# The README's picture of the live page: headless Chromium on a test cluster.
+screenshot: deps
+	$(GO) test -count=1 -run TestLivePageInBrowser ./coordinator -screenshot $(CURDIR)/docs/cluster-live.png
 
 clean:
 	rm -rf bin

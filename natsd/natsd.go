@@ -1,7 +1,9 @@
 // Package natsd runs a nats-server inside the process: for single-machine runs and
 // tests (a random port), and on every node of a cluster, where each node carries its
 // own server and the servers join one NATS cluster through routes, so that no
-// single server carries the whole ring's traffic (see docs/allreduce.md).
+// single server carries the whole ring's traffic (see docs/allreduce.md). It also
+// connects clients to any NATS server with the cluster's credentials and TLS
+// (ClientConfig, Connect), so coordinators and nodes authenticate one way.
 package natsd
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"go.uber.org/zap"
 )
 
@@ -27,6 +30,11 @@ type Config struct {
 	Port int
 	// User and Password, when set, are required of clients.
 	User, Password string
+	// NKeys are the public keys (U…) of nkey users the server admits. With
+	// User set as well, a client may authenticate either way.
+	NKeys []string
+	// TLS, when its Cert is set, makes clients connect over TLS.
+	TLS TLSConfig
 	// MaxPayload is the largest message, in bytes (NATS's default is 1 MiB).
 	MaxPayload int32
 	// MaxPending is the most a client connection may have pending in the server
@@ -52,6 +60,14 @@ type ClusterConfig struct {
 	User, Password string // route credentials, the same on every server
 }
 
+// TLSConfig is a server's TLS: its certificate and key (PEM files) and, to
+// verify client certificates, the CA that signs them.
+type TLSConfig struct {
+	Cert, Key string
+	CA        string // with Verify: the CA client certificates must chain to
+	Verify    bool   // require and verify client certificates
+}
+
 // DefaultConfig returns a loopback server on a free port, with room for 8 MiB
 // messages and no cluster.
 func DefaultConfig() Config {
@@ -73,6 +89,17 @@ func (c Config) Validate() error {
 	}
 	if (c.User == "") != (c.Password == "") {
 		errs = append(errs, errors.New("natsd.user and natsd.password: set both or neither"))
+	}
+	for _, k := range c.NKeys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			errs = append(errs, fmt.Errorf("natsd.nkeys: %q is not a public user nkey (U…)", k))
+		}
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		errs = append(errs, errors.New("natsd.tls.cert and natsd.tls.key: set both or neither"))
+	}
+	if c.TLS.Verify && (c.TLS.CA == "" || c.TLS.Cert == "") {
+		errs = append(errs, errors.New("natsd.tls.verify: needs natsd.tls.ca and a server certificate"))
 	}
 	if c.MaxPayload < 0 || c.MaxPayload > 64<<20 {
 		errs = append(errs, fmt.Errorf("natsd.max_payload: %d, want 0 (default) .. %d bytes", c.MaxPayload, 64<<20))
@@ -123,13 +150,26 @@ func Start(cfg Config, log *zap.Logger) (*Server, error) {
 		ServerName:    cfg.Name,
 		Host:          cfg.Host,
 		Port:          cfg.Port,
-		Username:      cfg.User,
-		Password:      cfg.Password,
 		MaxPayload:    cfg.MaxPayload,
 		MaxPending:    cfg.MaxPending,
 		WriteDeadline: cfg.WriteDeadline,
 		NoSigs:        true,
 		NoLog:         false,
+	}
+	// Users and Nkeys as lists: the server takes either list, or both, but
+	// not its single Username alongside Nkeys.
+	if cfg.User != "" {
+		opts.Users = []*server.User{{Username: cfg.User, Password: cfg.Password}}
+	}
+	for _, k := range cfg.NKeys {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
+	}
+	if cfg.TLS.Cert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key, CaFile: cfg.TLS.CA, Verify: cfg.TLS.Verify})
+		if err != nil {
+			return nil, fmt.Errorf("natsd: tls: %w", err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, cfg.TLS.Verify, 2
 	}
 	if cfg.Cluster.Port != 0 {
 		cl := cfg.Cluster
