@@ -70,9 +70,9 @@ func (s *sideBySide) kind() (tensor.CPUKind, bool) {
 }
 
 // common is the arguments both sides' processes take for one configuration.
-func (s *sideBySide) common(c [2]int, extra ...string) []string {
+func (s *sideBySide) common(c bench.Config, extra ...string) []string {
 	return append([]string{"--steps", strconv.Itoa(s.steps), "--warmup", strconv.Itoa(s.warmup),
-		"--threads", strconv.Itoa(s.threads), "--size", strconv.Itoa(c[0]), "--batch", strconv.Itoa(c[1])}, extra...)
+		"--threads", strconv.Itoa(s.threads), "--size", strconv.Itoa(c.Size), "--batch", strconv.Itoa(c.Batch)}, extra...)
 }
 
 // env pins both sides to the same threads and OpenBLAS kernels.
@@ -130,18 +130,3 @@ func (s *sideBySide) timeWorker(w io.Writer, be tensor.Backend, step func() erro
 // benchTimeout bounds one side's process.
 const benchTimeout = 60 * time.Minute
 
-func parseBenchConfigs(s string) ([][2]int, error) {
-	var out [][2]int
-	for _, c := range strings.Split(s, ",") {
-		a, b, ok := strings.Cut(strings.TrimSpace(c), "x")
-		size, err1 := strconv.Atoi(a)
-		batch, err2 := strconv.Atoi(b)
-		if !ok || err1 != nil || err2 != nil || size < 16 || size%4 != 0 || batch < 1 || size > 1024 || batch > 64 {
-			return nil, fmt.Errorf("--configs: %q: want SIZExBATCH with SIZE a multiple of 4 in [16,1024] and BATCH in [1,64]", c)
-		}
-		out = append(out, [2]int{size, batch})
-	}
-	return out, nil
-}
-
-func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }

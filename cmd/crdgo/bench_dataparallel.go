@@ -177,7 +177,7 @@ func runBenchDP(ctx context.Context, w io.Writer, f *benchDPFlags, log *zap.Logg
 			scaling = fmt.Sprintf("%.2f", r.SamplesPerSecond()/(float64(r.Nodes)*base))
 		}
 		fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %s | %s |\n", r.Nodes, r.Transport, r.SamplesPerSecond(),
-			bench.Median(r.Step), bench.Median(r.Compute), bench.Median(r.Allreduce), bench.Median(r.Wait), bench.Median(r.Data), scaling, mib(r.PeakRSS))
+			bench.Median(r.Step), bench.Median(r.Compute), bench.Median(r.Allreduce), bench.Median(r.Wait), bench.Median(r.Data), scaling, bench.MiB(r.PeakRSS))
 	}
 	fmt.Fprintln(w, "\nscaling: samples/s on N workers over N times samples/s on 1 (1.00 is perfect)")
 	return nil

@@ -81,7 +81,7 @@ func runBenchEngine(ctx context.Context, w io.Writer, f *benchEngineFlags) error
 	if err := f.validate(); err != nil {
 		return err
 	}
-	cfgs, err := parseBenchConfigs(f.configs)
+	cfgs, err := bench.ParseConfigs(f.configs)
 	if err != nil {
 		return err
 	}
@@ -91,42 +91,27 @@ func runBenchEngine(ctx context.Context, w io.Writer, f *benchEngineFlags) error
 	}
 	var script string
 	if !f.noTorch {
-		if err := bench.CheckPython(ctx, f.python); err != nil {
+		path, cleanup, err := bench.TorchScript(ctx, f.python, bench.WriteTorchScript)
+		if err != nil {
 			return fmt.Errorf("%w (or pass --no-torch)", err)
 		}
-		dir, err := os.MkdirTemp("", "crdgo-bench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		if script, err = bench.WriteTorchScript(dir); err != nil {
-			return err
-		}
+		defer cleanup()
+		script = path
 	}
 	f.header(w, fmt.Sprintf("mobile ResNet G (ngf %d, %d blocks) + PatchGAN D (ndf %d, 3 layers), LSGAN + 10·L1, Adam", f.ngf, f.blocks, f.ndf))
-	fmt.Fprintf(w, "| config | crdgo ms/step | PyTorch ms/step | ratio crdgo/PyTorch | crdgo peak RSS | PyTorch peak RSS |\n")
-	fmt.Fprintf(w, "|---|---|---|---|---|---|\n")
 	env := f.env()
+	cmp := bench.Comparison{Repeats: f.repeats, Timeout: benchTimeout, Baselines: []bench.Baseline{{Name: "PyTorch", Short: "PyTorch"}},
+		Sides: func(c bench.Config) []bench.Side {
+			common := f.common(c, "--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks))
+			sides := []bench.Side{{Name: "crdgo", Env: env, Cmd: append([]string{self, "bench", "engine", "--worker", "--backend", f.backend}, common...)}}
+			if script != "" {
+				sides = append(sides, bench.Side{Name: "pytorch", Env: env, Cmd: append([]string{f.python, script}, common...)})
+			}
+			return sides
+		}}
 	for _, c := range cfgs {
-		common := f.common(c, "--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks))
-		sides := []bench.Side{{Name: "crdgo", Env: env,
-			Cmd: append([]string{self, "bench", "engine", "--worker", "--backend", f.backend}, common...)}}
-		if !f.noTorch {
-			sides = append(sides, bench.Side{Name: "pytorch", Env: env, Cmd: append([]string{f.python, script}, common...)})
-		}
-		res, err := bench.Alternate(ctx, sides, f.repeats, benchTimeout)
-		if err != nil {
-			return err
-		}
-		gr := res[0]
-		name := bench.GANConfig{Size: c[0], Batch: c[1], NGF: f.ngf}.String()
-		if f.noTorch {
-			fmt.Fprintf(w, "| %s | %.1f | – | – | %s | – |\n", name, gr.Median(), mib(gr.PeakRSSBytes))
-			continue
-		}
-		tr := res[1]
-		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.2f | %s | %s |\n", name, gr.Median(), tr.Median(), gr.Median()/tr.Median(),
-			mib(gr.PeakRSSBytes), mib(tr.PeakRSSBytes))
+		c.Label = bench.GANConfig{Size: c.Size, Batch: c.Batch, NGF: f.ngf}.String()
+		cmp.Configs = append(cmp.Configs, c)
 	}
-	return nil
+	return cmp.Run(ctx, w)
 }

@@ -69,7 +69,7 @@ func runBenchStep(ctx context.Context, w io.Writer, f *benchStepFlags) error {
 	if errs := f.validate(); len(errs) > 0 {
 		return fmt.Errorf("bench step: %s", strings.Join(errs, "; "))
 	}
-	cfgs, err := parseBenchConfigs(f.configs)
+	cfgs, err := bench.ParseConfigs(f.configs)
 	if err != nil {
 		return err
 	}
@@ -89,59 +89,29 @@ func runBenchStep(ctx context.Context, w io.Writer, f *benchStepFlags) error {
 	}
 	var script string
 	if len(angles) > 0 {
-		if err := bench.CheckPython(ctx, f.python); err != nil {
+		path, cleanup, err := bench.TorchScript(ctx, f.python, bench.WriteTorchCRDScript)
+		if err != nil {
 			return fmt.Errorf("%w (or pass --torch none)", err)
 		}
-		dir, err := os.MkdirTemp("", "crdgo-bench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		if script, err = bench.WriteTorchCRDScript(dir); err != nil {
-			return err
-		}
+		defer cleanup()
+		script = path
 	}
 	f.header(w, fmt.Sprintf("pix2pix CRD (recipe %s): teacher mobile_resnet ngf %d, student ngf %d, %d blocks, PatchGAN ndf %d (6 ch), CRD patch %d, no VGG",
 		f.recipe, f.ngf, max(1, f.ngf/4), f.blocks, f.ndf, f.patch))
-	head := "| config | crdgo ms/step |"
-	sep := "|---|---|"
-	for _, a := range angles {
-		head += fmt.Sprintf(" PyTorch %s ms/step | ratio crdgo/%s |", a, a)
-		sep += "---|---|"
-	}
-	head += " crdgo peak RSS |"
-	sep += "---|"
-	for _, a := range angles {
-		head += fmt.Sprintf(" PyTorch %s peak RSS |", a)
-		sep += "---|"
-	}
-	fmt.Fprintln(w, head)
-	fmt.Fprintln(w, sep)
 	env := f.env()
-	for _, c := range cfgs {
-		common := f.common(c, "--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks),
-			"--patch", strconv.Itoa(f.patch))
-		sides := []bench.Side{{Name: "crdgo", Env: env,
-			Cmd: append([]string{self, "bench", "step", "--worker", "--recipe", f.recipe, "--backend", f.backend}, common...)}}
-		for _, a := range angles {
-			sides = append(sides, bench.Side{Name: "pytorch " + a, Env: env, Cmd: append([]string{f.python, script, "--angle", a}, common...)})
-		}
-		res, err := bench.Alternate(ctx, sides, f.repeats, benchTimeout)
-		if err != nil {
-			return err
-		}
-		gr := res[0]
-		row := fmt.Sprintf("| %d×%d b%d | %.1f |", c[0], c[0], c[1], gr.Median())
-		var rss []string
-		for _, tr := range res[1:] {
-			row += fmt.Sprintf(" %.1f | %.2f |", tr.Median(), gr.Median()/tr.Median())
-			rss = append(rss, mib(tr.PeakRSSBytes))
-		}
-		row += " " + mib(gr.PeakRSSBytes) + " |"
-		for _, r := range rss {
-			row += " " + r + " |"
-		}
-		fmt.Fprintln(w, row)
+	cmp := bench.Comparison{Configs: cfgs, Repeats: f.repeats, Timeout: benchTimeout,
+		Sides: func(c bench.Config) []bench.Side {
+			common := f.common(c, "--ngf", strconv.Itoa(f.ngf), "--ndf", strconv.Itoa(f.ndf), "--blocks", strconv.Itoa(f.blocks),
+				"--patch", strconv.Itoa(f.patch))
+			sides := []bench.Side{{Name: "crdgo", Env: env,
+				Cmd: append([]string{self, "bench", "step", "--worker", "--recipe", f.recipe, "--backend", f.backend}, common...)}}
+			for _, a := range angles {
+				sides = append(sides, bench.Side{Name: "pytorch " + a, Env: env, Cmd: append([]string{f.python, script, "--angle", a}, common...)})
+			}
+			return sides
+		}}
+	for _, a := range angles {
+		cmp.Baselines = append(cmp.Baselines, bench.Baseline{Name: "PyTorch " + a, Short: a})
 	}
-	return nil
+	return cmp.Run(ctx, w)
 }

@@ -12,7 +12,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crdgo/crdgo/crd/model"
-	"github.com/crdgo/crdgo/crd/nn"
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
@@ -108,7 +107,7 @@ func runModelInfo(cmd *cobra.Command, f *modelInfoFlags, log *zap.Logger) error 
 		return err
 	}
 	if f.weights != "" {
-		if err := checkWeights(s, f.weights); err != nil {
+		if err := model.CheckWeights(s, f.weights); err != nil {
 			return err
 		}
 		log.Info("weights match the network", zap.String("file", f.weights), zap.String("arch", s.Arch))
@@ -118,26 +117,6 @@ func runModelInfo(cmd *cobra.Command, f *modelInfoFlags, log *zap.Logger) error 
 		return writeModelJSON(w, p, conv, f.layers)
 	}
 	return writeModelText(w, p, conv, f.layers)
-}
-
-// checkWeights loads path into the network on the shape-only backend: every
-// name and shape is checked, no parameter memory is allocated.
-func checkWeights(s model.Spec, path string) error {
-	be := tensor.NewMeta()
-	switch s.Arch {
-	case model.ArchVGG16:
-		_, err := model.LoadVGG16(be, path)
-		return err
-	case model.ArchInception:
-		_, err := model.LoadInception(be, path)
-		return err
-	}
-	net, err := model.New(be, s)
-	if err != nil {
-		return err
-	}
-	_, err = net.Params().Load(path, nn.LoadOptions{})
-	return err
 }
 
 func conventionName(c model.Convention) string {

@@ -129,3 +129,25 @@ func renameAll(ts []weights.Tensor, f func(string) string) ([]weights.Tensor, er
 	}
 	return out, nil
 }
+
+// CheckWeights loads the weights file at path into the network s describes
+// on the shape-only backend (tensor.Meta): every tensor's name and shape is
+// checked and no parameter memory is allocated. VGG16 and Inception files
+// are checked as LoadVGG16 and LoadInception read them.
+func CheckWeights(s Spec, path string) error {
+	be := tensor.NewMeta()
+	switch s.Arch {
+	case ArchVGG16:
+		_, err := LoadVGG16(be, path)
+		return err
+	case ArchInception:
+		_, err := LoadInception(be, path)
+		return err
+	}
+	net, err := New(be, s)
+	if err != nil {
+		return err
+	}
+	_, err = net.Params().Load(path, nn.LoadOptions{})
+	return err
+}
