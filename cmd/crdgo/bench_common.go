@@ -129,4 +129,3 @@ func (s *sideBySide) timeWorker(w io.Writer, be tensor.Backend, step func() erro
 
 // benchTimeout bounds one side's process.
 const benchTimeout = 60 * time.Minute
-
