@@ -37,8 +37,10 @@ unit:
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 
 # Packages with goroutines of their own run again under the race detector.
+# node trains under it with -short: every data-parallel path, a few steps.
 race:
 	$(GO) test -race -count=1 -timeout 30m ./crd ./crd/data/... ./crd/tensor/... ./allreduce/... ./natsd/... ./coordinator/...
+	$(GO) test -race -short -count=1 -timeout 30m ./crd/nn/... ./node/...
 
 # The pure-Go path must keep working without cgo.
 nocgo:

@@ -155,7 +155,7 @@ func (bn *BatchNorm2d) localMoments(tp *Tape, x *tensor.Tensor, count float64) (
 // can flip a ReLU downstream and change the gradient by far more than
 // rounding. So every rank sums its own samples in float64 in the order the
 // CPU kernel does, the ranks gather those float64 partial sums exactly (each
-// as three float32s), and every rank adds them in rank order and rounds at the
+// as Float64Words float32s), and every rank adds them in rank order and rounds at the
 // points localMoments rounds: the mean of pass 1, then the centred sums of
 // pass 2. Two AllGathers per layer. A rank that does not contribute sends
 // count 0 and zero sums.

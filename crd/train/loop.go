@@ -89,9 +89,10 @@ func (s *timedSync) SumInPlace(ctx context.Context, step uint64, phase string, b
 //
 // Data-parallel: every rank calls Run with the same Config, its own Sync
 // handle and the same starting state (a fresh trainer, or the same
-// checkpoint). Evaluation runs on rank 0 and its scores are broadcast, so the
-// schedule's decisions (the best teacher, the best student) are the same on
-// every rank; rank 0's Output writes.
+// checkpoint). Every rank evaluates its part of the evaluation images and the
+// ranks gather the per-image results, so the scores and the schedule's
+// decisions (the best teacher, the best student) are the same on every rank;
+// rank 0's Output writes.
 //
 // Cancelling ctx asks the run to stop: in one process at once, with a
 // checkpoint if any step was taken; with several ranks after the first step
