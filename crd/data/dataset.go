@@ -193,6 +193,19 @@ func listImages(ctx context.Context, src Source, split string, dropLast bool) ([
 // unaligned data.
 func (d *Dataset) Len() int { return max(len(d.a), len(d.b)) }
 
+// Images is the number of distinct A and B images: an aligned split's files are both,
+// an unaligned dataset has its two splits' sizes, single data has no B. Example i with
+// i < a has A image i, and with i < b B image i (evaluation mode for unaligned data).
+func (d *Dataset) Images() (a, b int) {
+	switch d.layout {
+	case aligned:
+		return len(d.a), len(d.a)
+	case unaligned:
+		return len(d.a), len(d.b)
+	}
+	return len(d.a), 0
+}
+
 // Channels and Size give the shape of an example's A and B: Channels×Size×Size.
 func (d *Dataset) Channels() int { return d.opt.Channels }
 func (d *Dataset) Size() int     { return d.opt.CropSize }

@@ -170,6 +170,9 @@ func DatasetDir(root string, r Recipe) (string, error) {
 // from the real images of the evaluation set.
 func NewEvaluator(ctx context.Context, be tensor.Backend, ds *data.Dataset, r Recipe, inception FIDNet, realStats string, log *zap.Logger) (*Evaluator, error) {
 	e := &Evaluator{be: be, log: log, ds: ds, inception: inception, paired: r.Eval.Paired, max: r.Eval.MaxImages}
+	if a, b := ds.Images(); e.paired && a != b {
+		return nil, fmt.Errorf("eval: %s: eval.paired compares A image i with B image i, but there are %d A and %d B images", ds, a, b)
+	}
 	if inception == nil || realStats == "" {
 		return e, nil
 	}
@@ -190,12 +193,26 @@ func NewEvaluator(ctx context.Context, be tensor.Backend, ds *data.Dataset, r Re
 	return e, nil
 }
 
-// n is the number of images evaluated.
+// n is the number of images translated and scored: every A image of the
+// evaluation set (CycleGAN: all of valA, not max(|valA|, |valB|)), or the
+// recipe's eval.max_images.
 func (e *Evaluator) n() int {
+	a, _ := e.ds.Images()
 	if e.max > 0 {
-		return min(e.max, e.ds.Len())
+		return min(e.max, a)
 	}
-	return e.ds.Len()
+	return a
+}
+
+// nReal is the number of real target images the FID statistics come from when
+// they are computed from the evaluation set: every B image (CycleGAN: all of
+// valB), or eval.max_images.
+func (e *Evaluator) nReal() int {
+	_, b := e.ds.Images()
+	if e.max > 0 {
+		return min(e.max, b)
+	}
+	return b
 }
 
 // Evaluate runs teacher and student (either may be nil) over the evaluation
@@ -235,7 +252,7 @@ const evalBatch = 8
 // images (GAN Compression recomputes them this way when no npz exists).
 func (e *Evaluator) realFromImages(ctx context.Context) error {
 	tp := nn.NewTape(e.be)
-	n := e.n()
+	n := e.nReal()
 	lo, hi := e.part(n)
 	var local []float32
 	for i := lo; i < hi; i += evalBatch {
