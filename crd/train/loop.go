@@ -367,18 +367,22 @@ func (lp *loop) draw() error {
 	return nil
 }
 
-// evaluate scores the teacher (unless what is "student") and the student.
+// evaluate scores the teacher (unless what is "student") and the student
+// (unless what is "teacher").
 // Every rank evaluates its part of the images and the ranks gather the
 // per-image results, so every rank gets the same scores — the ones one
 // process would get — and takes the same decisions: the best teacher (the
 // teacher of CycleGAN's student rounds) and the best student.
 func (lp *loop) evaluate(what string) error {
 	t := lp.t
-	teacher := t.Nets.GT
-	if what == "student" {
+	teacher, student := t.Nets.GT, t.Nets.S
+	switch what {
+	case "student":
 		teacher = nil
+	case "teacher":
+		student = nil
 	}
-	res, err := lp.ev.Evaluate(lp.ctx, teacher, t.Nets.S)
+	res, err := lp.ev.Evaluate(lp.ctx, teacher, student)
 	if err != nil {
 		return fmt.Errorf("train: step %d: %w", t.state.Step, err)
 	}
@@ -434,7 +438,9 @@ func (lp *loop) endEpoch(l *data.Loader) error {
 		}
 		// Evaluate the teacher (a better FID makes G_A the best teacher);
 		// without FID the latest G_A teaches the round (said once, at start).
-		if err := lp.evaluate("all"); err != nil {
+		// The reference scores only the teacher here: a student not yet
+		// trained in this round must not become the best student.
+		if err := lp.evaluate("teacher"); err != nil {
 			return err
 		}
 		if math.IsNaN(t.state.BestTeacher) || t.state.BestTeacher == 0 {
