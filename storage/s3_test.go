@@ -10,6 +10,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/crdgo/crdgo/crd/data"
 	"github.com/crdgo/crdgo/storage"
 	"github.com/crdgo/crdgo/storage/miniotest"
 	"github.com/crdgo/crdgo/storage/storetest"
@@ -128,6 +131,7 @@ func TestS3(t *testing.T) {
 	t.Run("ManyObjects", func(t *testing.T) { testS3ManyObjects(t, e) })
 	t.Run("WrongCredentials", func(t *testing.T) { testS3WrongCredentials(t, e) })
 	t.Run("NoBucket", func(t *testing.T) { testS3NoBucket(t, e) })
+	t.Run("DatasetPushAndRead", func(t *testing.T) { testS3Dataset(t, e) })
 	t.Run("Large", func(t *testing.T) { testS3Large(t, e) })
 	t.Run("KillDuringUpload", func(t *testing.T) { testS3KillDuringUpload(t, e) })
 	t.Run("KillDuringDownload", func(t *testing.T) { testS3KillDuringDownload(t, e) })
@@ -523,4 +527,81 @@ func testS3KillDuringDownload(t *testing.T, e *minioEnv) {
 	if logs.FilterMessage("storage: stream broken, resuming").Len() == 0 {
 		t.Errorf("the stream was never broken: the kill came too late to test resuming")
 	}
+}
+
+// testS3Dataset: a synthetic dataset pushed into a new bucket trains the loader
+// through the cache exactly as from the folder, and its second epoch sends nothing
+// to the server.
+func testS3Dataset(t *testing.T, e *minioEnv) {
+	ctx := t.Context()
+	log := zaptest.NewLogger(t)
+	dir := filepath.Join(t.TempDir(), "edges2shapes")
+	cfg := data.SynthConfig{Kind: data.SynthEdges2Shapes, Size: 32, N: 24, NTest: 4, Seed: 3, Workers: 1}
+	if err := data.Synthesize(ctx, dir, cfg, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := storage.ParseURL(e.srv.URL("datasets", "edges2shapes"))
+	s3, err := storage.NewS3(ctx, loc, e.opts(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := storage.Push(ctx, dir, s3, storage.PushOptions{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Created || rep.Uploaded != rep.Files || rep.Files != 24+4+1 {
+		t.Errorf("push = %+v; want the bucket created and 29 files uploaded", rep)
+	}
+	if rep, err = storage.Push(ctx, dir, s3, storage.PushOptions{Log: log}); err != nil || rep.Skipped != rep.Files || rep.Created {
+		t.Errorf("second push = %+v, %v; want every file skipped", rep, err)
+	}
+
+	opt := data.Options{LoadSize: 36, CropSize: 32, Flip: true, Channels: 3}
+	lc := data.LoaderConfig{Seed: 5, BatchSize: 4, Shuffle: true, Workers: 3}
+	epochs := func(src data.Source, after func(epoch int)) [][]float32 {
+		ds, err := data.OpenAligned(ctx, src, "train", opt, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := data.NewLoader(ds, lc, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		var out [][]float32
+		for epoch := 0; epoch < 2; {
+			b, err := l.Next(ctx)
+			if errors.Is(err, data.ErrEpochEnd) {
+				after(epoch)
+				epoch++
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, append(b.A, b.B...))
+		}
+		return out
+	}
+	want := epochs(data.Dir(dir), func(int) {})
+	cs := &counting{Store: s3}
+	cache := newCache(t, 64<<20)
+	var perEpoch []int64
+	last := int64(0)
+	got := epochs(storage.DatasetSource(cs, "", cache), func(int) {
+		perEpoch = append(perEpoch, cs.requests()-last)
+		last = cs.requests()
+	})
+	if len(got) != len(want) {
+		t.Fatalf("batches from MinIO: %d; from the folder: %d", len(got), len(want))
+	}
+	for i := range got {
+		if !slices.Equal(got[i], want[i]) {
+			t.Fatalf("batch %d from MinIO differs from the folder's", i)
+		}
+	}
+	if len(perEpoch) != 2 || perEpoch[1] != 0 {
+		t.Errorf("store requests per epoch = %v; want none in the second", perEpoch)
+	}
+	t.Logf("store requests per epoch: %v; cache %+v", perEpoch, cache.Stats())
 }
