@@ -13,6 +13,7 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 		newBenchEngineCmd(g),
 		newBenchAllreduceCmd(g),
 		newBenchStepCmd(g),
+		newBenchStorageCmd(g),
 	)
 	return cmd
 }
