@@ -78,7 +78,8 @@ type Report struct {
 	Rows   []Row
 }
 
-// Run writes the dataset, then times each row Runs times after Warmup passes.
+// Run writes the dataset, then makes Warmup + Runs passes, each timing every row
+// once in turn; the first Warmup passes are not kept.
 func Run(ctx context.Context, c Config) (Report, error) {
 	if err := c.Validate(); err != nil {
 		return Report{}, err
@@ -247,19 +248,23 @@ func Run(ctx context.Context, c Config) (Report, error) {
 		{fmt.Sprintf("read: crdgo cache, second epoch (disk, verified), %d workers", w), secondEpoch},
 		{fmt.Sprintf("read: local folder (os.Open), %d workers", w), func() (time.Duration, error) { return readAll(local, w) }},
 	}
-	for _, r := range rows {
-		row := Row{Name: r.name}
-		for i := range c.Warmup + c.Runs {
+	// Rows take turns, pass by pass, so that a change in the machine's load (it is
+	// shared) falls on every row alike rather than on the rows that ran then.
+	rep.Rows = make([]Row, len(rows))
+	for i, r := range rows {
+		rep.Rows[i].Name = r.name
+	}
+	for pass := range c.Warmup + c.Runs {
+		for i, r := range rows {
 			d, err := r.f()
 			if err != nil {
 				return rep, fmt.Errorf("storebench: %s: %w", r.name, err)
 			}
-			if i >= c.Warmup {
-				row.Times = append(row.Times, d)
+			if pass >= c.Warmup {
+				rep.Rows[i].Times = append(rep.Rows[i].Times, d)
 			}
 		}
-		log.Info("storebench: row done", zap.String("row", r.name), zap.Duration("median", median(row.Times)))
-		rep.Rows = append(rep.Rows, row)
+		log.Info("storebench: pass done", zap.Int("pass", pass+1), zap.Int("of", c.Warmup+c.Runs))
 	}
 	return rep, nil
 }
@@ -322,7 +327,7 @@ func (r Report) Print(w io.Writer, machine, server string) {
 	c := r.Config
 	fmt.Fprintf(w, "machine: %s\n", machine)
 	fmt.Fprintf(w, "server: %s\n", server)
-	fmt.Fprintf(w, "dataset: %d PNGs of %d×%d, %.1f MiB (%.1f KiB each); %d timed passes per row after %d warm-up; medians, and the range over the passes\n\n",
+	fmt.Fprintf(w, "dataset: %d PNGs of %d×%d, %.1f MiB (%.1f KiB each); %d timed passes after %d warm-up, the rows taking turns in each; medians, and the range over the passes\n\n",
 		c.Files, c.Side, c.Side, float64(r.Bytes)/(1<<20), float64(r.Bytes)/float64(c.Files)/1024, c.Runs, c.Warmup)
 	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	fmt.Fprintln(tw, "| way\t| files/s\t| MiB/s\t| s per pass (min–max)\t|")
