@@ -50,7 +50,9 @@ func (c *counting) Put(ctx context.Context, key string, r io.Reader, size int64)
 	return c.Store.Put(ctx, key, r, size)
 }
 
-func (c *counting) EnsureRoot(ctx context.Context) (bool, error) { return storage.EnsureRoot(ctx, c.Store) }
+func (c *counting) EnsureRoot(ctx context.Context) (bool, error) {
+	return storage.EnsureRoot(ctx, c.Store)
+}
 
 func (c *counting) requests() int64 {
 	return c.gets.Load() + c.lists.Load() + c.stats.Load() + c.puts.Load()

@@ -26,8 +26,9 @@ import (
 // object again after a transient failure; objects over Options.PartSize go up in
 // parts, Options.Threads at a time. The SHA-256 travels as the object's metadata
 // x-amz-meta-crdgo-sha256; each request or part carries a CRC32C checksum that the
-// server verifies (minio-go's default with trailing headers), and Put checks the
-// size the server reports. Get checks size and SHA-256 as the stream is read, and a
+// server verifies (minio-go's default with trailing headers; over plain HTTP its
+// streaming signature also covers each chunk's SHA-256), and Put checks the size
+// the server reports. Get checks size and SHA-256 as the stream is read, and a
 // stream broken by a transient failure is resumed where it stopped, pinned to the
 // same ETag.
 //
@@ -354,7 +355,7 @@ func (s *S3) List(ctx context.Context, prefix, after string, limit int) (Page, e
 			Prefix:       s.objectKey(prefix),
 			Recursive:    true,
 			MaxKeys:      min(limit+1, 1000), // one more tells whether another page follows
-			WithMetadata: true, // MinIO's extension gives the hash; other servers ignore it
+			WithMetadata: true,               // MinIO's extension gives the hash; other servers ignore it
 		}
 		if after != "" {
 			opts.StartAfter = s.objectKey(after)

@@ -537,4 +537,3 @@ func FuzzUnpack(f *testing.F) {
 		}
 	})
 }
-

@@ -200,7 +200,9 @@ func Run(ctx context.Context, c Config) (Report, error) {
 		return time.Since(start), err
 	}
 	direct := storage.DatasetSource(src, "", nil)
-	local := func(_ context.Context, k string) (io.ReadCloser, error) { return os.Open(filepath.Join(dir, filepath.FromSlash(k))) }
+	local := func(_ context.Context, k string) (io.ReadCloser, error) {
+		return os.Open(filepath.Join(dir, filepath.FromSlash(k)))
+	}
 	cacheRun := 0
 	var cache *storage.Cache
 	firstEpoch := func() (time.Duration, error) { // a fresh cache each pass
