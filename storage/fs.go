@@ -244,10 +244,9 @@ func (s *FS) List(ctx context.Context, prefix, after string, limit int) (Page, e
 		root = s.path(base)
 	}
 	var objs []ObjectInfo
-	err := s.walk(ctx, root, base, nil, func(key string, fi fs.FileInfo) error {
-		if strings.HasPrefix(key, prefix) && key > after {
-			objs = append(objs, ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
-		}
+	match := func(key string) bool { return strings.HasPrefix(key, prefix) && key > after }
+	err := s.walk(ctx, root, base, nil, match, func(key string, fi fs.FileInfo) error {
+		objs = append(objs, ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
 		return nil
 	}, func(dirKey string) bool {
 		// Skip a folder whose keys all sort at or before after, or none has the prefix.
@@ -281,11 +280,13 @@ func (s *FS) hashOf(key string) string {
 	return string(buf[:n])
 }
 
-// walk calls file for every regular file (or link to one) under dir, whose key is
-// dirKey/name, and descends into the folders enter accepts, following links but
-// never into a folder it is already inside (a link to an ancestor). A missing dir
+// walk calls file for every regular file (or link to one) under dir whose key
+// (dirKey/name) match accepts, and descends into the folders enter accepts,
+// following links but never into a folder it is already inside (a link to an
+// ancestor). Only the files that match are stat'ed, so that a page deep into a
+// large folder costs a read of its names, not a stat of every file. A missing dir
 // is empty.
-func (s *FS) walk(ctx context.Context, dir, dirKey string, path []fileID, file func(string, fs.FileInfo) error, enter func(string) bool) error {
+func (s *FS) walk(ctx context.Context, dir, dirKey string, path []fileID, match func(string) bool, file func(string, fs.FileInfo) error, enter func(string) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -312,23 +313,30 @@ func (s *FS) walk(ctx context.Context, dir, dirKey string, path []fileID, file f
 		if dirKey != "" {
 			key = dirKey + "/" + name
 		}
-		fi, err := e.Info()
-		if err != nil {
-			continue // removed since ReadDir
+		t := e.Type()
+		if t.IsRegular() && !match(key) {
+			continue
 		}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if fi, err = os.Stat(filepath.Join(dir, name)); err != nil {
-				continue // a dangling link is no object
-			}
+		var fi fs.FileInfo
+		if t&fs.ModeSymlink != 0 {
+			fi, err = os.Stat(filepath.Join(dir, name))
+		} else {
+			fi, err = e.Info()
+		}
+		if err != nil {
+			continue // removed since ReadDir, or a dangling link: no object
 		}
 		switch {
 		case fi.Mode().IsRegular():
+			if !match(key) {
+				continue
+			}
 			if err := file(key, fi); err != nil {
 				return err
 			}
 		case fi.IsDir():
 			if enter(key) {
-				if err := s.walk(ctx, filepath.Join(dir, name), key, path, file, enter); err != nil {
+				if err := s.walk(ctx, filepath.Join(dir, name), key, path, match, file, enter); err != nil {
 					return err
 				}
 			}
