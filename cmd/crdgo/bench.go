@@ -14,6 +14,7 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 		newBenchAllreduceCmd(g),
 		newBenchStepCmd(g),
 		newBenchDataParallelCmd(g),
+		newBenchStorageCmd(g),
 	)
 	return cmd
 }

@@ -18,7 +18,7 @@ func newDataCmd(g *globalFlags) *cobra.Command {
 		Use:   "data",
 		Short: "Dataset tools: generate the synthetic datasets",
 	}
-	cmd.AddCommand(newDataSynthCmd(g))
+	cmd.AddCommand(newDataSynthCmd(g), newDataPushCmd(g), newDataLsCmd(g), newDataFetchCmd(g))
 	return cmd
 }
 
