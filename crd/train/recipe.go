@@ -227,6 +227,13 @@ func (r Recipe) Validate() error {
 	d := r.Data
 	if d.Dataset == "" {
 		bad("data.dataset", `""`, "a folder name")
+	} else if err := checkDatasetName(d.Dataset); err != nil {
+		errs = append(errs, fmt.Errorf("data.dataset: %w", err))
+	}
+	for _, a := range d.Aliases {
+		if err := checkDatasetName(a); err != nil {
+			errs = append(errs, fmt.Errorf("data.aliases: %w", err))
+		}
 	}
 	switch d.Direction {
 	case "AtoB":
