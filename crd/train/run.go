@@ -73,6 +73,9 @@ func (t *Trainer) plannedSteps(n int) int {
 // checkpointing as configured. sync is the data-parallel hook (nil in one
 // process). Cancelling ctx saves a checkpoint and returns ctx's error.
 func (t *Trainer) Run(ctx context.Context, sync GradSync, progress io.Writer) (Summary, error) {
+	if t.done() {
+		return t.alreadyDone(), nil
+	}
 	cfg, r := t.cfg, t.rec
 	ds, err := t.trainSet(ctx)
 	if err != nil {
@@ -141,7 +144,7 @@ func (t *Trainer) Run(ctx context.Context, sync GradSync, progress io.Writer) (S
 			return err
 		}
 		lastCk = dir
-		pruneCheckpoints(ckDir, keep, t.log)
+		t.pruneCheckpoints(ckDir, keep)
 		t.log.Debug("checkpoint", zap.String("dir", dir), zap.Int("step", t.state.Step))
 		return nil
 	}

@@ -101,6 +101,11 @@ type Trainer struct {
 	ganMode                       GANMode
 	styleW, featureW, studentGANW float32
 	outputL1W                     float32
+
+	// Retention (retention.go): checkpoints known intact, broken ones already
+	// reported, and the checkpoint the state was loaded from.
+	intact, reported map[string]bool
+	loadedFrom       string
 }
 
 // Extras are the pretrained networks a run may use; either may be nil.
