@@ -127,7 +127,7 @@ extrapolation, not part of the CRD release). --recipe also takes a YAML file.`,
 	fl.IntVar(&f.logEvery, "log-every", 10, "steps between metrics.jsonl lines")
 	fl.IntVar(&f.sampleEvery, "sample-every", 200, "steps between sample grids and loss plots")
 	fl.IntVar(&f.checkpointEvery, "checkpoint-every", 0, "steps between checkpoints (0: the recipe's save_latest_freq)")
-	fl.IntVar(&f.keep, "keep", 3, "step checkpoints to keep")
+	fl.IntVar(&f.keep, "keep", 3, "intact step checkpoints to keep (≥ 1; broken ones newer than the oldest kept stay too)")
 	fl.IntVar(&f.workers, "workers", 0, "image decoding goroutines (0: one per CPU)")
 	f.engine.register(cmd)
 	f.pre.register(cmd, true)
@@ -135,6 +135,9 @@ extrapolation, not part of the CRD release). --recipe also takes a YAML file.`,
 }
 
 func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
+	if err := f.check(); err != nil {
+		return err
+	}
 	rec, err := train.LoadRecipe(f.recipe)
 	if err != nil {
 		return err
@@ -146,6 +149,11 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	if out == "" {
 		out = filepath.Join("runs", rec.Name)
 	}
+	release, err := openRun(out, log)
+	if err != nil {
+		return err
+	}
+	defer release()
 	ckDir := filepath.Join(out, "checkpoints")
 	if !f.resume {
 		if cps, _ := train.Checkpoints(ckDir); len(cps) > 0 {
@@ -162,7 +170,7 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	if f.noProgress {
 		progress = nil
 	}
-	if _, err := train.PrepareData(ctx, f.dataRoot, rec, progress, log); err != nil {
+	if err := prepareData(ctx, f.dataRoot, rec, progress, log); err != nil {
 		return err
 	}
 	ext, err := f.pre.load(be, log)
