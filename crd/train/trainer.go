@@ -197,12 +197,11 @@ func New(cfg Config, be tensor.Backend, ext Extras, log *zap.Logger) (*Trainer, 
 // buildNetwork makes one network of a recipe; its values are zero until
 // initialised or loaded.
 func buildNetwork(be tensor.Backend, spec NetSpec, inC, outC int) (model.Network, error) {
-	norm, err := model.ParseNorm(spec.Norm)
+	ms, err := spec.modelSpec(inC, outC)
 	if err != nil {
 		return nil, err
 	}
-	return model.New(be, model.Spec{Arch: spec.Arch, NGF: spec.NGF, NDF: spec.NDF, InC: inC, OutC: outC,
-		Blocks: spec.Blocks, Downs: spec.Downs, Layers: spec.Layers, Norm: norm})
+	return model.New(be, ms)
 }
 
 // Recipe is the trainer's recipe.
