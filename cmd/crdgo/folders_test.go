@@ -64,3 +64,10 @@ func TestTrainRefusesKeepZero(t *testing.T) {
 		t.Errorf("train --keep 0 = %v; want an error naming --keep", err)
 	}
 }
+
+func TestEvalRefusesNegativeMaxImages(t *testing.T) {
+	err := runCLIErr(t, "eval", "--checkpoint", t.TempDir(), "--max-images", "-1")
+	if err == nil || !strings.Contains(err.Error(), "--max-images -1") {
+		t.Errorf("eval --max-images -1 = %v; want an error naming --max-images", err)
+	}
+}
