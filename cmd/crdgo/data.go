@@ -66,6 +66,9 @@ second process out of DIR.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: already in %s (seed %d)\n", cfg.Kind, out, cfg.Seed)
 				return nil
 			}
+			if err := data.CheckSynthTarget(out, cfg); err != nil {
+				return err // before the lock: a refused folder stays as it was
+			}
 			release, err := lockFolder(out, log)
 			if err != nil {
 				return err

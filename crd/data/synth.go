@@ -180,6 +180,51 @@ func SynthDone(dir string, cfg SynthConfig) (bool, error) {
 	return got == cfg, nil
 }
 
+// CheckSynthTarget reports, without writing anything, why Synthesize would
+// refuse to write cfg's dataset into dir: dir is a file, or a split folder holds
+// files that an interrupted generation's marker does not name (a user's files,
+// or another dataset's), or that marker is not one crdgo wrote. nil when dir
+// already holds the dataset or Synthesize may write it. Callers check first so
+// that a refused folder is left exactly as it was (no lock file either).
+func CheckSynthTarget(dir string, cfg SynthConfig) error {
+	if done, err := SynthDone(dir, cfg); err != nil || done {
+		return err
+	}
+	own := map[string]bool{}
+	if _, err := os.Lstat(filepath.Join(dir, synthMarker)); errors.Is(err, os.ErrNotExist) {
+		marker := filepath.Join(dir, partialMarker)
+		prev, ok, err := readMarker(marker)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := prev.Validate(); err != nil {
+				return fmt.Errorf("data: synth: %s: %w: not a marker crdgo wrote; remove the folder yourself if it is yours to remove", marker, err)
+			}
+			for _, f := range prev.files() {
+				own[prev.fileName(dir, f)] = true
+			}
+		}
+	}
+	for _, f := range cfg.Folders() {
+		p := filepath.Join(dir, f)
+		entries, err := os.ReadDir(p)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("data: synth: %w", err)
+		}
+		foreign := 0
+		for _, e := range entries {
+			if !own[filepath.Join(p, e.Name())] || !e.Type().IsRegular() {
+				foreign++
+			}
+		}
+		if foreign > 0 {
+			return fmt.Errorf("data: synth: %s is not empty (%d entries) and %s does not describe this dataset: remove it or choose another directory", p, foreign, filepath.Join(dir, synthMarker))
+		}
+	}
+	return nil
+}
+
 // removeInterrupted removes what an interrupted Synthesize wrote into dir, and
 // nothing else: only when dir holds partialMarker and no synth.json, only the
 // regular files the marker's configuration names, then the split folders and the

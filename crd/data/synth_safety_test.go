@@ -119,3 +119,30 @@ func mustWrite(t *testing.T, path, body string) {
 		t.Fatal(err)
 	}
 }
+
+// TestCheckSynthTarget: the check callers make before taking the folder's lock
+// agrees with Synthesize and writes nothing.
+func TestCheckSynthTarget(t *testing.T) {
+	cfg := SynthConfig{Kind: SynthEdges2Shapes, Size: 16, N: 40, NTest: 4, Seed: 3, Workers: 1}
+	user := t.TempDir()
+	mustWrite(t, filepath.Join(user, "train", "photo.png"), "mine")
+	before := tree(t, user)
+	if err := CheckSynthTarget(user, cfg); err == nil || !strings.Contains(err.Error(), "is not empty (1 entries)") {
+		t.Errorf("CheckSynthTarget(user folder) = %v; want a not-empty error", err)
+	}
+	if !mapsEqual(tree(t, user), before) {
+		t.Errorf("CheckSynthTarget changed the folder")
+	}
+	interrupted := t.TempDir()
+	interrupt(t, interrupted, cfg, 5)
+	if err := CheckSynthTarget(interrupted, cfg); err != nil {
+		t.Errorf("CheckSynthTarget(an interrupted generation) = %v; want nil: its files are crdgo's", err)
+	}
+	mustWrite(t, filepath.Join(interrupted, "val", "notes.txt"), "mine")
+	if err := CheckSynthTarget(interrupted, cfg); err == nil || !strings.Contains(err.Error(), "val is not empty (1 entries)") {
+		t.Errorf("CheckSynthTarget(interrupted, plus a user file) = %v; want a not-empty error counting the user's file", err)
+	}
+	if err := CheckSynthTarget(filepath.Join(t.TempDir(), "new"), cfg); err != nil {
+		t.Errorf("CheckSynthTarget(missing folder) = %v; want nil", err)
+	}
+}

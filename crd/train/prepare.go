@@ -19,7 +19,9 @@ import (
 // whether it already holds that dataset, complete. Only a name that stays inside
 // root is accepted, and when the dataset is to be written (not complete) the
 // folder must resolve, symbolic links followed, to a place inside root too:
-// crdgo writes synthetic datasets nowhere else.
+// crdgo writes synthetic datasets nowhere else, and the folder must be one
+// data.Synthesize would write into (data.CheckSynthTarget), so that a refusal
+// leaves it untouched.
 func SynthDir(root string, r Recipe) (dir string, complete bool, err error) {
 	if r.Data.Synth == nil {
 		return "", false, fmt.Errorf("recipe %s: no synthetic dataset (data.synth)", r.Name)
@@ -33,6 +35,9 @@ func SynthDir(root string, r Recipe) (dir string, complete bool, err error) {
 	}
 	if err := insideRoot(root, dir); err != nil {
 		return "", false, fmt.Errorf("recipe %s: data.dataset %q: %w", r.Name, r.Data.Dataset, err)
+	}
+	if err := data.CheckSynthTarget(dir, synthConfig(r)); err != nil {
+		return "", false, err
 	}
 	return dir, false, nil
 }
