@@ -78,6 +78,9 @@ func (p proc) cmd() *exec.Cmd {
 	c := exec.Command(os.Args[0], append([]string{"--log-level", "warn"}, p.args...)...)
 	c.Dir = p.dir
 	c.Env = append(os.Environ(), asMainEnv+"=1")
+	// A child that outlives crdgo (a worker) would hold the output pipes open
+	// and Wait with them: bound that.
+	c.WaitDelay = 5 * time.Second
 	if p.limitAS > 0 {
 		c.Env = append(c.Env, asLimit+"="+strconv.FormatUint(p.limitAS, 10))
 	}
