@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/crdgo/crdgo/internal/fuzzmin"
 )
 
 // endlessNumbers is a loss file whose teacher never ends: "0.5," forever, after
@@ -82,6 +85,12 @@ func TestLossFileLimits(t *testing.T) {
 			t.Errorf("ReadLossFile(%.40q) = %v; want an error containing %q", c.input, err, c.want)
 		}
 	}
+}
+
+// TestMain shortens the fuzzer's minimisation (internal/fuzzmin).
+func TestMain(m *testing.M) {
+	fuzzmin.Default()
+	os.Exit(m.Run())
 }
 
 // FuzzLossInput: whatever the bytes, reading and evaluating returns a result or an error.
