@@ -143,6 +143,7 @@ func (r result) succeeds(t *testing.T, what string) {
 // under checks the peak RSS against a ceiling.
 func (r result) under(t *testing.T, what string, ceiling int64) {
 	t.Helper()
+	t.Logf("%s: peak RSS %d MiB (ceiling %d MiB), %v", what, r.maxRSS>>20, ceiling>>20, r.took.Round(time.Millisecond))
 	if r.maxRSS > ceiling {
 		t.Errorf("%s: peak RSS %d MiB; ceiling %d MiB", what, r.maxRSS>>20, ceiling>>20)
 	}
