@@ -371,6 +371,9 @@ func coordinate(ctx context.Context, nc *nats.Conn, subj string, world int, time
 			if ctx.Err() != nil {
 				return
 			}
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return // the connection is gone: the ranks' requests fail on their own
+			}
 			if err != nil { // a round's deadline: answer every late round
 				now := time.Now()
 				for id, r := range rounds {
