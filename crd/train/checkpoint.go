@@ -76,15 +76,21 @@ func (t *Trainer) netFiles() []netFile {
 
 // SaveCheckpoint writes the trainer's whole state under dir/step-NNNNNNNN and
 // returns that folder.
-func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
+func (t *Trainer) SaveCheckpoint(dir string) (_ string, err error) {
 	final := filepath.Join(dir, fmt.Sprintf("step-%08d", t.state.Step))
-	tmp := final + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
+	// A fresh name (step-N.tmpDIGITS): nothing in the way is ever removed.
+	tmp, err := os.MkdirTemp(dir, filepath.Base(final)+".tmp")
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp) // this call's own folder; TidyCheckpoints if this fails too
+		}
+	}()
 	var files []string
 	for _, nf := range t.netFiles() {
 		if err := nf.net.Params().Save(filepath.Join(tmp, nf.name+".safetensors"), map[string]string{"recipe": t.rec.Name}); err != nil {
@@ -157,8 +163,8 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 
 // replaceDir renames the finished folder tmp to final. An existing final (the same
 // step saved again, e.g. at the end of an epoch) is first moved aside to
-// final.old and removed only once tmp has its name, so that at every moment one
-// complete copy exists under a name TidyCheckpoints knows.
+// final.oldDIGITS (a fresh name) and removed only once tmp has its name, so that
+// at every moment one complete copy exists under a name TidyCheckpoints knows.
 func replaceDir(tmp, final string) error {
 	dir := filepath.Dir(final)
 	if _, err := os.Lstat(final); err != nil {
@@ -167,8 +173,17 @@ func replaceDir(tmp, final string) error {
 		}
 		return syncDir(dir)
 	}
-	old := final + ".old"
-	if err := os.RemoveAll(old); err != nil {
+	if own, err := ownFolder(final); err != nil || !own {
+		return fmt.Errorf("%s exists and holds files crdgo does not write into a checkpoint: move it away (%v)", final, err)
+	}
+	// A fresh name: MkdirTemp finds one, and it is given back for the rename
+	// (os.Rename does not replace a directory). Nothing else creates such names
+	// while the run folder is locked.
+	old, err := os.MkdirTemp(dir, filepath.Base(final)+".old")
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(old); err != nil {
 		return err
 	}
 	if err := os.Rename(final, old); err != nil {

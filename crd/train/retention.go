@@ -11,15 +11,18 @@ import (
 	"go.uber.org/zap"
 )
 
-// Checkpoint folders other than step-N, all crdgo's own and all transient:
+// Checkpoint folders other than step-N, all crdgo's own and all transient
+// (DIGITS makes each name fresh, so that nothing in the way is ever removed):
 //
-//	step-N.tmp  a checkpoint being written; renamed to step-N once its manifest is on disk
-//	step-N.old  an older step-N moved aside while a new step-N takes its name; removed
-//	            once the new one is in place
+//	step-N.tmpDIGITS  a checkpoint being written; renamed to step-N once its
+//	                  manifest is on disk
+//	step-N.oldDIGITS  an older step-N moved aside while a new step-N takes its
+//	                  name; removed once the new one is in place
 //
 // A crash can leave either behind. TidyCheckpoints finishes what the crash
-// interrupted.
-var transientName = regexp.MustCompile(`^(step-[0-9]{8,})\.(tmp|old)$`)
+// interrupted. Folders named step-N.tmp or step-N.old (no digits) were made by
+// crdgo before issue 19 and are tidied the same way.
+var transientName = regexp.MustCompile(`^(step-[0-9]{8,})\.(tmp|old)[0-9]*$`)
 
 // ownCheckpointFile reports whether name is a file SaveCheckpoint writes into a
 // checkpoint folder (or a temporary file of weights.WriteSafetensorsFile).
@@ -51,11 +54,11 @@ func ownFolder(dir string) (bool, error) {
 }
 
 // TidyCheckpoints finishes, in dir (a run's checkpoints/ folder), what a crash
-// interrupted while a checkpoint was written: a step-N.old whose step-N is
-// missing is the newest copy of step N and is renamed back; a step-N.old next to
-// its step-N, and every step-N.tmp, are removed. A folder is removed only when
-// it holds nothing but checkpoint files; anything else is reported and left
-// alone. The caller holds the run folder's lock.
+// interrupted while a checkpoint was written: a step-N.old… whose step-N is
+// missing is the newest copy of step N and is renamed back; a step-N.old… next
+// to its step-N, and every step-N.tmp…, are removed. Only a folder that holds
+// nothing but checkpoint files is renamed or removed; anything else is reported
+// and left alone. The caller holds the run folder's lock.
 func TidyCheckpoints(dir string, log *zap.Logger) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -71,6 +74,14 @@ func TidyCheckpoints(dir string, log *zap.Logger) error {
 		}
 		p := filepath.Join(dir, e.Name())
 		final := filepath.Join(dir, m[1])
+		own, err := ownFolder(p)
+		if err != nil {
+			return fmt.Errorf("checkpoints: %w", err)
+		}
+		if !own {
+			log.Warn("leaving a folder with a checkpoint's name that holds other files", zap.String("dir", p))
+			continue
+		}
 		if m[2] == "old" {
 			if _, err := os.Lstat(final); errors.Is(err, os.ErrNotExist) {
 				if err := os.Rename(p, final); err != nil {
@@ -79,14 +90,6 @@ func TidyCheckpoints(dir string, log *zap.Logger) error {
 				log.Warn("restored a checkpoint a crash left moved aside", zap.String("dir", final))
 				continue
 			}
-		}
-		own, err := ownFolder(p)
-		if err != nil {
-			return fmt.Errorf("checkpoints: %w", err)
-		}
-		if !own {
-			log.Warn("leaving a folder with a checkpoint's name that holds other files", zap.String("dir", p))
-			continue
 		}
 		if err := os.RemoveAll(p); err != nil {
 			return fmt.Errorf("checkpoints: remove %s: %w", p, err)

@@ -270,3 +270,48 @@ func TestRecipeSizeLimit(t *testing.T) {
 		t.Errorf("LoadRecipe(%d-byte file) = %v; want a size error naming the file", len(b), err)
 	}
 }
+
+// TestSaveCheckpointKeepsAUsersFolder: a folder with a checkpoint's temporary
+// name that holds a user's file is never removed to make room: checkpoints are
+// written under fresh names (step-N.tmpDIGITS), and the run goes on.
+func TestSaveCheckpointKeepsAUsersFolder(t *testing.T) {
+	r := tinyRecipe(t, "demo")
+	root, out := t.TempDir(), t.TempDir()
+	for _, name := range []string{"step-00000002.tmp", "step-00000002.old"} {
+		write(t, filepath.Join(out, "checkpoints", name, "notes.txt"), "mine")
+	}
+	runKeep(t, r, root, out, 2, 1, 3) // step 2 saved twice: every 1 step and at the end
+	for _, name := range []string{"step-00000002.tmp", "step-00000002.old"} {
+		if b, err := os.ReadFile(filepath.Join(out, "checkpoints", name, "notes.txt")); err != nil || string(b) != "mine" {
+			t.Errorf("%s/notes.txt = %q, %v; want it kept", name, b, err)
+		}
+	}
+	if got := checkpointSet(t, out); got != "00000002 00000001" {
+		t.Errorf("checkpoints = %s; want 2 and 1", got)
+	}
+}
+
+// TestSaveCheckpointRefusesToReplaceAUsersFolder: a folder named like a
+// checkpoint (step-N) that crdgo did not write is not replaced when step N is
+// saved: the save fails, naming it, and the folder stays.
+func TestSaveCheckpointRefusesToReplaceAUsersFolder(t *testing.T) {
+	r := tinyRecipe(t, "demo")
+	root, out := t.TempDir(), t.TempDir()
+	write(t, filepath.Join(out, "checkpoints", "step-00000001", "notes.txt"), "mine")
+	log := zaptest.NewLogger(t)
+	if _, err := PrepareData(context.Background(), root, r, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := New(Config{Recipe: r, DataRoot: root, OutDir: out, MaxSteps: 2, CheckpointEvery: 1, Workers: 1},
+		tensor.NewCPU(tensor.DefaultCPUKind(), 1), Extras{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tr.Run(context.Background(), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "step-00000001 exists and holds files crdgo does not write") {
+		t.Errorf("Run over a user's step-00000001 = %v; want an error naming it", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "checkpoints", "step-00000001", "notes.txt")); err != nil || string(b) != "mine" {
+		t.Errorf("notes.txt = %q, %v; want it kept", b, err)
+	}
+}
