@@ -12,11 +12,18 @@ import (
 	"github.com/crdgo/crdgo/natsd"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
+
+	"github.com/crdgo/crdgo/internal/fuzzmin"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain shortens the fuzzer's minimisation (internal/fuzzmin) and checks that
+// no goroutine outlives a test.
+func TestMain(m *testing.M) {
+	fuzzmin.Default()
+	goleak.VerifyTestMain(m)
+}
 
 // transportCase builds the transports of n ranks, each with its own connections
 // as separate processes would have; t.Cleanup releases them.

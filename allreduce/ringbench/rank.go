@@ -47,22 +47,36 @@ type rank struct {
 }
 
 // barrier waits until every rank arrived at this round and returns what each
-// shared.
+// shared. The wait is bounded by the ring timeout (and a moment for the reply
+// to travel): the coordinator answers a round that some rank did not reach in
+// time with the ranks it lacks, and the error names them.
 func (r *rank) barrier(ctx context.Context, info string) ([]string, error) {
 	req, err := json.Marshal(barrierMsg{Rank: r.spec.Rank, Round: r.round, Info: info})
 	if err != nil {
 		return nil, err
 	}
+	round := r.round
 	r.round++
-	m, err := r.ctl.RequestWithContext(ctx, barrierSubject(r.spec.Bench), req)
+	wctx, cancel := context.WithTimeout(ctx, r.spec.Reducer.RingTimeout+replySlack)
+	defer cancel()
+	m, err := r.ctl.RequestWithContext(wctx, barrierSubject(r.spec.Bench), req)
 	if err != nil {
-		return nil, fmt.Errorf("barrier %d: %w", r.round-1, err)
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("barrier %d: no answer from the coordinator within %v: %w", round, r.spec.Reducer.RingTimeout+replySlack, err)
+		}
+		return nil, fmt.Errorf("barrier %d: %w", round, err)
 	}
-	var infos []string
-	if err := json.Unmarshal(m.Data, &infos); err != nil || len(infos) != r.spec.World {
-		return nil, fmt.Errorf("barrier %d: reply %q", r.round-1, m.Data)
+	var rep barrierReply
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		return nil, fmt.Errorf("barrier %d: reply %q", round, m.Data)
 	}
-	return infos, nil
+	if len(rep.Missing) > 0 {
+		return nil, fmt.Errorf("barrier %d: %w", round, &MissingError{Ranks: rep.Missing, Timeout: r.spec.Reducer.RingTimeout})
+	}
+	if len(rep.Infos) != r.spec.World {
+		return nil, fmt.Errorf("barrier %d: reply %q", round, m.Data)
+	}
+	return rep.Infos, nil
 }
 
 func runRank(ctx context.Context, s WorkerSpec, log *zap.Logger) (report, error) {
@@ -225,8 +239,12 @@ func transport(ctx context.Context, s WorkerSpec, ctl *nats.Conn, log *zap.Logge
 		if srv, err = natsd.Start(cfg, silent(log)); err != nil {
 			return nil, nil, err
 		}
-		// Routes to every other rank's server and the parent's.
-		if err := poll(ctx, func() bool { return srv.NumRoutes() >= s.World }); err != nil {
+		// Routes to every other rank's server and the parent's, within the ring
+		// timeout like every other wait.
+		rctx, cancel := context.WithTimeout(ctx, s.Reducer.RingTimeout)
+		err = poll(rctx, func() bool { return srv.NumRoutes() >= s.World })
+		cancel()
+		if err != nil {
 			cleanup()
 			return nil, nil, fmt.Errorf("cluster: %d routes, want %d: %w", srv.NumRoutes(), s.World, err)
 		}

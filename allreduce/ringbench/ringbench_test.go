@@ -2,10 +2,14 @@ package ringbench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
 	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,12 +19,35 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-const workerEnv = "CRDGO_RINGBENCH_WORKER"
+const (
+	workerEnv = "CRDGO_RINGBENCH_WORKER"
+	stopEnv   = "CRDGO_RINGBENCH_STOP" // "RANK DELAY": that worker SIGSTOPs itself after DELAY
+)
+
+// stopSelf is the fault of TestStoppedWorker: the worker of the rank stopEnv
+// names stops itself with SIGSTOP after the delay, as a user's kill -STOP would.
+func stopSelf(spec string) {
+	var rank int
+	var after string
+	if _, err := fmt.Sscan(os.Getenv(stopEnv), &rank, &after); err != nil {
+		return
+	}
+	delay, err := time.ParseDuration(after)
+	if err != nil {
+		return
+	}
+	var s WorkerSpec
+	if json.Unmarshal([]byte(spec), &s) != nil || s.Rank != rank {
+		return
+	}
+	time.AfterFunc(delay, func() { syscall.Kill(os.Getpid(), syscall.SIGSTOP) })
+}
 
 // TestMain doubles as the worker process of the processes-mode test: the test
 // binary re-executes itself with the spec in the environment.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(workerEnv); spec != "" {
+		stopSelf(spec)
 		if err := RunWorker(context.Background(), []byte(spec), os.Stdout, zap.NewNop()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -113,5 +140,65 @@ func TestMedianAndOverlap(t *testing.T) {
 	// 20ms allreduce + 10ms compute in 25ms: 5ms of the 10ms hidden.
 	if got := r.OverlapEfficiency(); got < 0.4999 || got > 0.5001 {
 		t.Errorf("OverlapEfficiency = %v; want 0.5", got)
+	}
+}
+
+// TestStoppedWorker reproduces issue 19's fourth defect: one worker process
+// stopped (SIGSTOP) left the others waiting in the harness's barrier until the
+// series deadline (34 s × runs), and the error named whichever worker exited
+// first. Every wait is now bounded by the ring timeout, the error names the
+// stopped rank, and it is killed and reaped. The worker stops itself before
+// the first barrier (the others wait there) or in the middle of the runs.
+func TestStoppedWorker(t *testing.T) {
+	for _, after := range []string{"0s", "4s"} {
+		t.Run("after "+after, func(t *testing.T) { stoppedWorker(t, after) })
+	}
+}
+
+func stoppedWorker(t *testing.T, after string) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	cmds := map[int]*exec.Cmd{}
+	spawn := func(ctx context.Context, spec []byte) *exec.Cmd {
+		var ws WorkerSpec
+		if err := json.Unmarshal(spec, &ws); err != nil {
+			t.Errorf("spec: %v", err)
+		}
+		cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), workerEnv+"="+string(spec), stopEnv+"=1 "+after)
+		mu.Lock()
+		cmds[ws.Rank] = cmd
+		mu.Unlock()
+		return cmd
+	}
+	s := testSeries(TCP, Processes)
+	s.Runs, s.Warmup = 1_000_000, 1 // far more than fit in the test: only the fault ends it
+	s.Reducer.RingTimeout = 2 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = Run(ctx, s, spawn, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("Run with a stopped worker = nil error")
+	}
+	t.Logf("after %v: %v", took.Round(time.Millisecond), err)
+	// The stop, then the ring timeout, the reply slack and the grace for the
+	// others: about 10 s at most. 25 s leaves room for a loaded machine.
+	if took > 25*time.Second {
+		t.Errorf("Run returned after %v; want within 25 s of start (ring timeout %v)", took, s.Reducer.RingTimeout)
+	}
+	mu.Lock()
+	stopped := cmds[1]
+	mu.Unlock()
+	want := fmt.Sprintf("rank 1 (pid %d) neither finished nor failed", stopped.Process.Pid)
+	if !strings.HasPrefix(strings.TrimPrefix(err.Error(), "ringbench: processes tcp world 3 floats 1000: "), want) {
+		t.Errorf("error %q does not start by naming the stopped worker: want %q", err, want)
+	}
+	if stopped.ProcessState == nil {
+		t.Errorf("the stopped worker (pid %d) was not reaped", stopped.Process.Pid)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/crdgo/crdgo/allreduce"
@@ -121,10 +123,17 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 	if err != nil {
 		return fmt.Errorf("bench allreduce: find own binary for worker processes: %w", err)
 	}
+	// SIGINT and SIGTERM end the series: the workers get SIGTERM (a stopped one
+	// SIGKILL 2 s later), and die with crdgo if it is killed outright.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	spawn := func(ctx context.Context, spec []byte) *exec.Cmd {
 		c := exec.CommandContext(ctx, exe, "bench", "allreduce", "--worker", string(spec),
 			"--log-level", g.logLevel, "--log-format", g.logFormat)
 		c.Stderr = os.Stderr
+		c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+		c.WaitDelay = 2 * time.Second
+		dieWithParent(c)
 		return c
 	}
 
@@ -150,6 +159,9 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 						Window:  f.window, Lanes: f.lanes,
 					}
 					r, err := ringbench.Run(ctx, s, spawn, log)
+					if err != nil && ctx.Err() != nil {
+						return fmt.Errorf("bench allreduce: interrupted; the workers were stopped")
+					}
 					if err != nil {
 						return err
 					}

@@ -39,7 +39,10 @@ shapes2night (unpaired, CycleGAN layout): DIR/trainA (day scenes) and DIR/trainB
   renderings of the same scene, so testB is the ground truth of A→B on the test split.
 
 DIR/synth.json, written last, records the configuration. Running the same command again
-does nothing; a split folder that is not empty and not this dataset is an error.`,
+does nothing; a split folder that is not empty and not this dataset is an error. An
+interrupted run is redone: its files, named by DIR/synth.partial.json (written before
+any image), are removed, and nothing else is. While it runs, DIR/crdgo.lock keeps a
+second process out of DIR.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.newLogger()
@@ -63,6 +66,14 @@ does nothing; a split folder that is not empty and not this dataset is an error.
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: already in %s (seed %d)\n", cfg.Kind, out, cfg.Seed)
 				return nil
 			}
+			if err := data.CheckSynthTarget(out, cfg); err != nil {
+				return err // before the lock: a refused folder stays as it was
+			}
+			release, err := lockFolder(out, log)
+			if err != nil {
+				return err
+			}
+			defer release()
 			bar := progressbar.NewOptions(cfg.Files(),
 				progressbar.OptionSetWriter(os.Stderr),
 				progressbar.OptionSetDescription("synth "+cfg.Kind),

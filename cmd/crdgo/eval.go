@@ -42,6 +42,9 @@ intact checkpoint); the recipe comes from the checkpoint.`,
 			if f.checkpoint == "" {
 				return fmt.Errorf("--checkpoint: required (a step folder or a run folder)")
 			}
+			if f.maxImages < 0 {
+				return fmt.Errorf("--max-images %d: want ≥ 0 (0: all)", f.maxImages)
+			}
 			cp, err := train.ResolveCheckpoint(f.checkpoint, log)
 			if err != nil {
 				return err

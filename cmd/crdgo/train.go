@@ -164,7 +164,7 @@ extrapolation, not part of the CRD release). --recipe also takes a YAML file.`,
 	fl.IntVar(&f.logEvery, "log-every", 10, "steps between metrics.jsonl lines")
 	fl.IntVar(&f.sampleEvery, "sample-every", 200, "steps between sample grids and loss plots")
 	fl.IntVar(&f.checkpointEvery, "checkpoint-every", 0, "steps between checkpoints (0: the recipe's save_latest_freq)")
-	fl.IntVar(&f.keep, "keep", 3, "step checkpoints to keep")
+	fl.IntVar(&f.keep, "keep", 3, "intact step checkpoints to keep (≥ 1; broken ones newer than the oldest kept stay too)")
 	fl.IntVar(&f.workers, "workers", 0, "image decoding goroutines per worker (0: one per CPU)")
 	fl.IntVar(&f.nodes, "nodes", 1, "data-parallel workers in this process, 1 to the global batch")
 	fl.IntVar(&f.batch, "batch", 0, "global batch size, split across the workers (0: the recipe's)")
@@ -227,6 +227,11 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	if out == "" {
 		out = filepath.Join("runs", rec.Name)
 	}
+	release, err := openRun(out, log)
+	if err != nil {
+		return err
+	}
+	defer release()
 	ckDir := filepath.Join(out, "checkpoints")
 	if !f.resume {
 		if cps, _ := train.Checkpoints(ckDir); len(cps) > 0 {
@@ -243,7 +248,7 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	if f.noProgress {
 		progress = nil
 	}
-	if _, err := train.PrepareData(ctx, f.dataRoot, rec, progress, log); err != nil {
+	if err := prepareData(ctx, f.dataRoot, rec, progress, log); err != nil {
 		return err
 	}
 	cfg := node.LocalConfig{

@@ -4,19 +4,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
+	"runtime/debug"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/crdgo/crdgo/crd/data"
-	"github.com/crdgo/crdgo/crd/nn"
 	"github.com/crdgo/crdgo/crd/train"
 )
 
 type translateFlags struct {
 	checkpoint, net, outDir string
+	maxMemory               string
 	size                    int
 	engine                  engineFlags
 }
@@ -31,7 +29,10 @@ checkpoint. Each input is resized to the recipe's image size (bicubic), run
 through the generator in evaluation mode, and written as PNG. With two
 arguments the second is the output file; with --out-dir every input is
 translated into that folder under its own name (.png). The time of each
-forward pass is printed, after one warm-up pass.`,
+forward pass is printed, after one warm-up pass. Before anything is allocated
+the memory of the chosen size is estimated from the generator (a forward pass
+on shapes only) and a size that does not fit in --max-memory, or in the
+memory free now, is refused with both numbers.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.newLogger()
@@ -65,46 +66,24 @@ forward pass is printed, after one warm-up pass.`,
 			if err != nil {
 				return err
 			}
-			g, rec, err := train.LoadGenerator(be, cp, train.Generator(f.net))
+			budget, from, err := memoryBudget(f.maxMemory)
 			if err != nil {
 				return err
 			}
-			size := f.size
-			if size == 0 {
-				size = rec.Data.CropSize
+			if budget > 0 {
+				debug.SetMemoryLimit(budget) // the collector works harder near it
 			}
-			g.SetTraining(false)
 			w := cmd.OutOrStdout()
-			var lat []time.Duration
-			tp := nn.NewTape(be)
-			warm := false
-			for i, in := range ins {
-				fh, err := os.Open(in)
-				if err != nil {
-					return err
-				}
-				img, err := data.ReadImage(fh, size, 3)
-				fh.Close()
-				if err != nil {
-					return fmt.Errorf("%s: %w", in, err)
-				}
-				ex := []data.Example{{A: img}}
-				if !warm {
-					train.Translate(tp, g, ex)
-					warm = true
-				}
-				t0 := time.Now()
-				out := train.Translate(tp, g, ex)[0]
-				d := time.Since(t0)
-				lat = append(lat, d)
-				if err := train.WriteImage(outs[i], out, size, size); err != nil {
-					return fmt.Errorf("%s: %w", outs[i], err)
-				}
-				fmt.Fprintf(w, "%s → %s  %.1f ms\n", in, outs[i], float64(d.Microseconds())/1e3)
+			sum, err := train.TranslateFiles(cmd.Context(), be, cp, ins, outs,
+				train.TranslateOptions{Net: train.Generator(f.net), Size: f.size, MaxMemory: budget, MemoryFrom: from},
+				func(t train.Translated) {
+					fmt.Fprintf(w, "%s → %s  %.1f ms\n", t.In, t.Out, float64(t.Took.Microseconds())/1e3)
+				})
+			if err != nil {
+				return err
 			}
-			slices.Sort(lat)
-			fmt.Fprintf(w, "%s %s ngf %d at %d×%d on %s: median %.1f ms/image over %d images\n", f.net, archOf(rec, f.net), ngfOf(rec, f.net),
-				size, size, be.Name(), float64(lat[len(lat)/2].Microseconds())/1e3, len(lat))
+			fmt.Fprintf(w, "%s %s ngf %d at %d×%d on %s: median %.1f ms/image over %d images\n", f.net, sum.Net.Arch, sum.Net.NGF,
+				sum.Size, sum.Size, sum.Backend, float64(sum.Median.Microseconds())/1e3, sum.Images)
 			return nil
 		},
 	}
@@ -113,20 +92,7 @@ forward pass is printed, after one warm-up pass.`,
 	fl.StringVar(&f.net, "net", "student", "generator: student or teacher")
 	fl.StringVar(&f.outDir, "out-dir", "", "write every output into this folder")
 	fl.IntVar(&f.size, "size", 0, "image side (0: the recipe's crop size)")
+	fl.StringVar(&f.maxMemory, "max-memory", "", "memory the translation may use, e.g. 8G (default: what is free now: MemAvailable, the cgroup's limit, ulimit -v); a size that needs more is refused before anything is allocated")
 	f.engine.register(cmd)
 	return cmd
-}
-
-func archOf(r train.Recipe, net string) string {
-	if net == "teacher" {
-		return r.Teacher.Arch
-	}
-	return r.Student.Arch
-}
-
-func ngfOf(r train.Recipe, net string) int {
-	if net == "teacher" {
-		return r.Teacher.NGF
-	}
-	return r.Student.NGF
 }

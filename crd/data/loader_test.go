@@ -10,13 +10,20 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/crdgo/crdgo/internal/fuzzmin"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain shortens the fuzzer's minimisation (internal/fuzzmin) and checks that
+// no goroutine outlives a test.
+func TestMain(m *testing.M) {
+	fuzzmin.Default()
+	goleak.VerifyTestMain(m)
+}
 
 // singleSet is a single dataset of n small noise images named 00.png, 01.png, …; the
 // files listed in bad are corrupt.

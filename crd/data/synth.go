@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/draw"
 	"image/png"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -43,6 +44,10 @@ import (
 // Scene i of split s is drawn from a generator seeded by (Seed, kind, s, i), so the files
 // are the same for the same configuration whatever the number of workers. DIR/synth.json,
 // written last, records the configuration: a directory without it is incomplete.
+// DIR/synth.partial.json, written first (before any image) and removed last, records it
+// too: it is crdgo's proof that it wrote the files of an interrupted generation, and the
+// only thing that lets Synthesize remove files (exactly those that configuration names).
+// A folder without it is never emptied: a non-empty split folder is an error.
 const (
 	SynthEdges2Shapes = "edges2shapes"
 	SynthShapes2Night = "shapes2night"
@@ -126,30 +131,162 @@ func (c SynthConfig) Folders() []string {
 	return []string{"trainA", "trainB", "testA", "testB"}
 }
 
-const synthMarker = "synth.json"
+const (
+	synthMarker   = "synth.json"         // written last: the dataset is complete
+	partialMarker = "synth.partial.json" // written first, removed last: crdgo is writing this dataset
+	maxMarker     = 1 << 16              // bytes: a marker is a few lines of JSON
+)
+
+// fileName is the path of f under dir.
+func (c SynthConfig) fileName(dir string, f synthFile) string {
+	width := max(4, len(strconv.Itoa(max(c.N, c.NTest)-1)))
+	return filepath.Join(dir, f.folder, fmt.Sprintf("%0*d.png", width, f.index))
+}
+
+// readMarker decodes a marker file; ok is false when there is none.
+func readMarker(path string) (cfg SynthConfig, ok bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return SynthConfig{}, false, nil
+	}
+	if err != nil {
+		return SynthConfig{}, false, fmt.Errorf("data: synth: %w", err)
+	}
+	defer f.Close()
+	buf, err := io.ReadAll(io.LimitReader(f, maxMarker+1))
+	if err != nil {
+		return SynthConfig{}, false, fmt.Errorf("data: synth: %s: %w", path, err)
+	}
+	if len(buf) > maxMarker {
+		return SynthConfig{}, false, fmt.Errorf("data: synth: %s: larger than %d bytes: not a marker crdgo wrote", path, maxMarker)
+	}
+	if err := json.Unmarshal(buf, &cfg); err != nil {
+		return SynthConfig{}, false, fmt.Errorf("data: synth: %s: %w", path, err)
+	}
+	return cfg, true, nil
+}
 
 // SynthDone reports whether dir holds the complete dataset cfg describes: its synth.json
 // exists and records the same kind, size, counts and seed.
 func SynthDone(dir string, cfg SynthConfig) (bool, error) {
-	buf, err := os.ReadFile(filepath.Join(dir, synthMarker))
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return false, fmt.Errorf("data: synth: %s is a file, not a directory", dir)
 	}
-	if err != nil {
-		return false, fmt.Errorf("data: synth: %w", err)
-	}
-	var got SynthConfig
-	if err := json.Unmarshal(buf, &got); err != nil {
-		return false, fmt.Errorf("data: synth: %s: %w", filepath.Join(dir, synthMarker), err)
+	got, ok, err := readMarker(filepath.Join(dir, synthMarker))
+	if !ok || err != nil {
+		return false, err
 	}
 	got.Workers = cfg.Workers
 	return got == cfg, nil
 }
 
+// CheckSynthTarget reports, without writing anything, why Synthesize would
+// refuse to write cfg's dataset into dir: dir is a file, or a split folder holds
+// files that an interrupted generation's marker does not name (a user's files,
+// or another dataset's), or that marker is not one crdgo wrote. nil when dir
+// already holds the dataset or Synthesize may write it. Callers check first so
+// that a refused folder is left exactly as it was (no lock file either).
+func CheckSynthTarget(dir string, cfg SynthConfig) error {
+	if done, err := SynthDone(dir, cfg); err != nil || done {
+		return err
+	}
+	own := map[string]bool{}
+	if _, err := os.Lstat(filepath.Join(dir, synthMarker)); errors.Is(err, os.ErrNotExist) {
+		marker := filepath.Join(dir, partialMarker)
+		prev, ok, err := readMarker(marker)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := prev.Validate(); err != nil {
+				return fmt.Errorf("data: synth: %s: %w: not a marker crdgo wrote; remove the folder yourself if it is yours to remove", marker, err)
+			}
+			for _, f := range prev.files() {
+				own[prev.fileName(dir, f)] = true
+			}
+		}
+	}
+	for _, f := range cfg.Folders() {
+		p := filepath.Join(dir, f)
+		entries, err := os.ReadDir(p)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("data: synth: %w", err)
+		}
+		foreign := 0
+		for _, e := range entries {
+			if !own[filepath.Join(p, e.Name())] || !e.Type().IsRegular() {
+				foreign++
+			}
+		}
+		if foreign > 0 {
+			return fmt.Errorf("data: synth: %s is not empty (%d entries) and %s does not describe this dataset: remove it or choose another directory", p, foreign, filepath.Join(dir, synthMarker))
+		}
+	}
+	return nil
+}
+
+// removeInterrupted removes what an interrupted Synthesize wrote into dir, and
+// nothing else: only when dir holds partialMarker and no synth.json, only the
+// regular files the marker's configuration names, then the split folders and the
+// marker if they are left empty. A file the user put there stays, and then makes
+// the split folder non-empty, which Synthesize refuses.
+func removeInterrupted(dir string, log *zap.Logger) error {
+	marker := filepath.Join(dir, partialMarker)
+	prev, ok, err := readMarker(marker)
+	if !ok || err != nil {
+		return err
+	}
+	if _, err := os.Lstat(filepath.Join(dir, synthMarker)); err == nil {
+		return nil // complete: the marker outlived the last write by a moment
+	}
+	if err := prev.Validate(); err != nil {
+		return fmt.Errorf("data: synth: %s: %w: not a marker crdgo wrote; remove the folder yourself if it is yours to remove", marker, err)
+	}
+	removed := 0
+	for _, f := range prev.files() {
+		p := prev.fileName(dir, f)
+		if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("data: synth: remove %s of an interrupted generation: %w", p, err)
+		}
+		removed++
+	}
+	for _, f := range prev.Folders() {
+		os.Remove(filepath.Join(dir, f)) // only if empty: what else is there stays
+	}
+	if err := os.Remove(marker); err != nil {
+		return fmt.Errorf("data: synth: %w", err)
+	}
+	log.Warn("removed the files of an interrupted synthetic dataset generation", zap.String("dir", dir),
+		zap.String("kind", prev.Kind), zap.Int("files", removed))
+	return nil
+}
+
+// writeSynced writes b to path and flushes it to disk.
+func writeSynced(path string, b []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // Synthesize writes the dataset cfg describes into dir (created if missing), calling
 // progress (if not nil; from several goroutines at once) after each file. If dir already
-// holds that dataset (SynthDone) it does nothing; if one of the split folders exists and
-// is not empty it refuses, rather than mix datasets.
+// holds that dataset (SynthDone) it does nothing. It first removes the files of an
+// interrupted generation (those its synth.partial.json names); then, if one of the split
+// folders exists and is not empty, it refuses rather than mix datasets or delete files it
+// did not write.
 func Synthesize(ctx context.Context, dir string, cfg SynthConfig, progress func(), log *zap.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("data: synth: %w", err)
@@ -160,6 +297,9 @@ func Synthesize(ctx context.Context, dir string, cfg SynthConfig, progress func(
 		log.Info("synthetic dataset already present", zap.String("dir", dir), zap.String("kind", cfg.Kind))
 		return nil
 	}
+	if err := removeInterrupted(dir, log); err != nil {
+		return err
+	}
 	for _, f := range cfg.Folders() {
 		p := filepath.Join(dir, f)
 		entries, err := os.ReadDir(p)
@@ -169,13 +309,30 @@ func Synthesize(ctx context.Context, dir string, cfg SynthConfig, progress func(
 		if len(entries) > 0 {
 			return fmt.Errorf("data: synth: %s is not empty (%d entries) and %s does not describe this dataset: remove it or choose another directory", p, len(entries), filepath.Join(dir, synthMarker))
 		}
-		if err := os.MkdirAll(p, 0o755); err != nil {
+	}
+	marker, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return fmt.Errorf("data: synth: %w", err)
+	}
+	marker = append(marker, '\n')
+	// The partial marker goes to disk before any image: from here on, whatever is
+	// left by a crash can be proved crdgo's and removed.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("data: synth: %w", err)
+	}
+	if err := writeSynced(filepath.Join(dir, partialMarker), marker); err != nil {
+		return fmt.Errorf("data: synth: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("data: synth: %w", err)
+	}
+	for _, f := range cfg.Folders() {
+		if err := os.MkdirAll(filepath.Join(dir, f), 0o755); err != nil {
 			return fmt.Errorf("data: synth: %w", err)
 		}
 	}
 	start := time.Now()
 	files := cfg.files()
-	width := max(4, len(strconv.Itoa(max(cfg.N, cfg.NTest)-1)))
 	workers := cfg.Workers
 	if workers == 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -202,7 +359,7 @@ func Synthesize(ctx context.Context, dir string, cfg SynthConfig, progress func(
 				if err := enc.Encode(&buf, cfg.render(f)); err != nil {
 					return fmt.Errorf("data: synth: encode %s/%d: %w", f.folder, f.index, err)
 				}
-				name := filepath.Join(dir, f.folder, fmt.Sprintf("%0*d.png", width, f.index))
+				name := cfg.fileName(dir, f)
 				if err := os.WriteFile(name, buf.Bytes(), 0o644); err != nil {
 					return fmt.Errorf("data: synth: %w", err)
 				}
@@ -216,11 +373,10 @@ func Synthesize(ctx context.Context, dir string, cfg SynthConfig, progress func(
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	marker, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
+	if err := writeSynced(filepath.Join(dir, synthMarker), marker); err != nil {
 		return fmt.Errorf("data: synth: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, synthMarker), append(marker, '\n'), 0o644); err != nil {
+	if err := os.Remove(filepath.Join(dir, partialMarker)); err != nil {
 		return fmt.Errorf("data: synth: %w", err)
 	}
 	log.Info("synthetic dataset written", zap.String("dir", dir), zap.String("kind", cfg.Kind),
@@ -515,4 +671,14 @@ func (sc scene) render(size int, night bool) *image.RGBA {
 		}
 	}
 	return c.image()
+}
+
+// syncDir flushes dir's entries (the marker's name) to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -75,15 +76,21 @@ func (t *Trainer) netFiles() []netFile {
 
 // SaveCheckpoint writes the trainer's whole state under dir/step-NNNNNNNN and
 // returns that folder.
-func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
+func (t *Trainer) SaveCheckpoint(dir string) (_ string, err error) {
 	final := filepath.Join(dir, fmt.Sprintf("step-%08d", t.state.Step))
-	tmp := final + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
+	// A fresh name (step-N.tmpDIGITS): nothing in the way is ever removed.
+	tmp, err := os.MkdirTemp(dir, filepath.Base(final)+".tmp")
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp) // this call's own folder; TidyCheckpoints if this fails too
+		}
+	}()
 	var files []string
 	for _, nf := range t.netFiles() {
 		if err := nf.net.Params().Save(filepath.Join(tmp, nf.name+".safetensors"), map[string]string{"recipe": t.rec.Name}); err != nil {
@@ -144,13 +151,51 @@ func (t *Trainer) SaveCheckpoint(dir string) (string, error) {
 	if err := writeFileSync(filepath.Join(tmp, manifestName), mb); err != nil {
 		return "", err
 	}
-	if err := os.RemoveAll(final); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := replaceDir(tmp, final); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
-	return final, syncDir(dir)
+	if t.intact == nil {
+		t.intact = map[string]bool{}
+	}
+	t.intact[final] = true // its hashes were just computed from the files written
+	return final, nil
+}
+
+// replaceDir renames the finished folder tmp to final. An existing final (the same
+// step saved again, e.g. at the end of an epoch) is first moved aside to
+// final.oldDIGITS (a fresh name) and removed only once tmp has its name, so that
+// at every moment one complete copy exists under a name TidyCheckpoints knows.
+func replaceDir(tmp, final string) error {
+	dir := filepath.Dir(final)
+	if _, err := os.Lstat(final); err != nil {
+		if err := os.Rename(tmp, final); err != nil {
+			return err
+		}
+		return syncDir(dir)
+	}
+	if own, err := ownFolder(final); err != nil || !own {
+		return fmt.Errorf("%s exists and holds files crdgo does not write into a checkpoint: move it away (%v)", final, err)
+	}
+	// A fresh name: MkdirTemp finds one, and it is given back for the rename
+	// (os.Rename does not replace a directory). Nothing else creates such names
+	// while the run folder is locked.
+	old, err := os.MkdirTemp(dir, filepath.Base(final)+".old")
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(old); err != nil {
+		return err
+	}
+	if err := os.Rename(final, old); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(old)
 }
 
 func writeFileSync(path string, b []byte) error {
@@ -270,15 +315,71 @@ func LatestCheckpoint(dir string, log *zap.Logger) (string, error) {
 	return "", nil
 }
 
-// ReadCheckpointRecipe returns the recipe a checkpoint was trained with.
-func ReadCheckpointRecipe(dir string) (Recipe, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+// maxStateJSON bounds state.json: the schedule position, the RNG and the
+// recipe (at most MaxRecipeBytes of YAML, about as much JSON).
+const maxStateJSON = 4 * MaxRecipeBytes
+
+// readState reads and checks a checkpoint's state.json.
+func readState(dir string) (checkpointState, error) {
+	path := filepath.Join(dir, "state.json")
+	f, err := os.Open(path)
 	if err != nil {
-		return Recipe{}, fmt.Errorf("checkpoint %s: %w", dir, err)
+		return checkpointState{}, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStateJSON+1))
+	if err != nil {
+		return checkpointState{}, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	if len(b) > maxStateJSON {
+		return checkpointState{}, fmt.Errorf("checkpoint %s: state.json: larger than %d bytes", dir, maxStateJSON)
 	}
 	var cs checkpointState
 	if err := json.Unmarshal(b, &cs); err != nil {
-		return Recipe{}, fmt.Errorf("checkpoint %s: state.json: %w", dir, err)
+		return checkpointState{}, fmt.Errorf("checkpoint %s: state.json: %w", dir, err)
+	}
+	if err := cs.State.validate(); err != nil {
+		return checkpointState{}, fmt.Errorf("checkpoint %s: state.json: %w", dir, err)
+	}
+	return cs, nil
+}
+
+// validate checks a State read from outside: counts and positions are ≥ 0, the
+// phase is known, and the best FIDs are numbers ≥ 0 (0: none yet).
+func (s State) validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"step", s.Step}, {"teacher_steps", s.TeacherSteps}, {"student_steps", s.StudentSteps}, {"epoch", s.Epoch},
+		{"cursor.epoch", s.Cursor.Epoch}, {"cursor.pos", s.Cursor.Pos}, {"student_epochs", s.StudentEpochs},
+		{"round_epochs", s.RoundEpochs}, {"student_cursor.epoch", s.StudentCursor.Epoch}, {"student_cursor.pos", s.StudentCursor.Pos}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("state.%s: %d: want ≥ 0", f.name, f.v))
+		}
+	}
+	if s.TeacherSteps+s.StudentSteps > s.Step {
+		errs = append(errs, fmt.Errorf("state: teacher_steps %d + student_steps %d: want ≤ step %d", s.TeacherSteps, s.StudentSteps, s.Step))
+	}
+	if s.Phase != PhaseTeacher && s.Phase != PhaseStudent {
+		errs = append(errs, fmt.Errorf("state.phase: %q: want %q or %q", s.Phase, PhaseTeacher, PhaseStudent))
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"best_teacher", s.BestTeacher}, {"best_student", s.BestStudent}} {
+		if !(f.v >= 0) || math.IsInf(f.v, 0) {
+			errs = append(errs, fmt.Errorf("state.%s: %v: want a number ≥ 0", f.name, f.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReadCheckpointRecipe returns the recipe a checkpoint was trained with.
+func ReadCheckpointRecipe(dir string) (Recipe, error) {
+	cs, err := readState(dir)
+	if err != nil {
+		return Recipe{}, err
 	}
 	if err := cs.Recipe.Validate(); err != nil {
 		return Recipe{}, fmt.Errorf("checkpoint %s: recipe: %w", dir, err)
@@ -292,13 +393,9 @@ func (t *Trainer) LoadCheckpoint(dir string) error {
 	if _, err := VerifyCheckpoint(dir); err != nil {
 		return err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	cs, err := readState(dir)
 	if err != nil {
-		return fmt.Errorf("checkpoint %s: %w", dir, err)
-	}
-	var cs checkpointState
-	if err := json.Unmarshal(b, &cs); err != nil {
-		return fmt.Errorf("checkpoint %s: state.json: %w", dir, err)
+		return err
 	}
 	if cs.Recipe.Name != t.rec.Name || cs.Recipe.Mode != t.rec.Mode || cs.Recipe.Teacher != t.rec.Teacher ||
 		cs.Recipe.Student != t.rec.Student || cs.Recipe.Discriminator != t.rec.Discriminator {
@@ -348,20 +445,12 @@ func (t *Trainer) LoadCheckpoint(dir string) error {
 	}
 	*t.pcg = *pcg
 	t.state = cs.State
+	t.loadedFrom = dir
+	if t.intact == nil {
+		t.intact = map[string]bool{}
+	}
+	t.intact[dir] = true
 	return nil
-}
-
-// pruneCheckpoints keeps the newest keep step folders under dir.
-func pruneCheckpoints(dir string, keep int, log *zap.Logger) {
-	cps, err := Checkpoints(dir)
-	if err != nil || len(cps) <= keep {
-		return
-	}
-	for _, c := range cps[keep:] {
-		if err := os.RemoveAll(c); err != nil {
-			log.Warn("cannot remove old checkpoint", zap.String("dir", c), zap.Error(err))
-		}
-	}
 }
 
 // ResolveCheckpoint accepts a checkpoint folder, a run folder (its newest

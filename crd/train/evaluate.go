@@ -159,6 +159,8 @@ func DatasetDir(root string, r Recipe) (string, error) {
 		p := filepath.Join(root, name)
 		if st, err := os.Stat(p); err == nil && st.IsDir() {
 			return p, nil
+		} else if err == nil {
+			return "", fmt.Errorf("dataset %q: %s is a file, not a folder (want the dataset's folder under --data-root %s)", r.Data.Dataset, p, root)
 		}
 	}
 	return "", fmt.Errorf("dataset %q not found under %s (download it as CRD.md §6 says, or pass --data-root)", r.Data.Dataset, root)

@@ -101,6 +101,10 @@ func (s *timedSync) SumInPlace(ctx context.Context, step uint64, phase string, b
 // ctx's error. Collective operations are not cancelled by ctx: every wait in
 // them has the deadline of the Sync itself.
 func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
+	if t.done() {
+		// A finished run stays as it is: no new checkpoint, no second evaluation.
+		return t.alreadyDone(), nil
+	}
 	cfg, r := t.cfg, t.rec
 	world, rank := 1, 0
 	if opt.Sync != nil {
@@ -155,11 +159,6 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 			}
 			lp.samples = append(lp.samples, ex)
 		}
-	}
-	if t.done() {
-		// A finished run stays as it is: no new checkpoint, no second evaluation.
-		t.log.Info("the run is already complete: nothing to do", zap.Int("step", t.state.Step), zap.Int("epoch", t.state.Epoch))
-		return lp.summary(loader), nil
 	}
 	out := opt.Output
 	planned := t.plannedSteps(ds.Len())

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -153,6 +154,11 @@ func Recipes() []string {
 	return out
 }
 
+// MaxRecipeBytes bounds a recipe file. Recipes are a page of YAML (the built-in
+// ones are under 3 KiB), and every checkpoint's state.json carries a copy, so a
+// file of more than 1 MiB is a mistake, refused before it is parsed.
+const MaxRecipeBytes = 1 << 20
+
 // LoadRecipe returns a built-in recipe by name, or reads a YAML file when
 // nameOrPath ends in .yaml/.yml or names an existing file. Unknown fields are
 // errors, and the recipe is validated.
@@ -161,10 +167,10 @@ func LoadRecipe(nameOrPath string) (Recipe, error) {
 	var err error
 	src := nameOrPath
 	if strings.HasSuffix(nameOrPath, ".yaml") || strings.HasSuffix(nameOrPath, ".yml") {
-		b, err = os.ReadFile(nameOrPath)
+		b, err = readRecipeFile(nameOrPath)
 	} else if b, err = recipeFS.ReadFile(path.Join("recipes", nameOrPath+".yaml")); err != nil {
 		if st, serr := os.Stat(nameOrPath); serr == nil && !st.IsDir() {
-			b, err = os.ReadFile(nameOrPath)
+			b, err = readRecipeFile(nameOrPath)
 		} else {
 			return Recipe{}, fmt.Errorf("recipe %q: not a built-in recipe (have %s) nor a YAML file", nameOrPath, strings.Join(Recipes(), ", "))
 		}
@@ -181,8 +187,28 @@ func LoadRecipe(nameOrPath string) (Recipe, error) {
 	return r, nil
 }
 
+// readRecipeFile reads a recipe file of at most MaxRecipeBytes.
+func readRecipeFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxRecipeBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxRecipeBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes (1 MiB): a recipe is a page of YAML", name, MaxRecipeBytes)
+	}
+	return b, nil
+}
+
 // ParseRecipe decodes YAML (unknown fields rejected) and validates it.
 func ParseRecipe(b []byte) (Recipe, error) {
+	if len(b) > MaxRecipeBytes {
+		return Recipe{}, fmt.Errorf("parse: %d bytes: larger than %d bytes (1 MiB): a recipe is a page of YAML", len(b), MaxRecipeBytes)
+	}
 	var r Recipe
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -227,6 +253,13 @@ func (r Recipe) Validate() error {
 	d := r.Data
 	if d.Dataset == "" {
 		bad("data.dataset", `""`, "a folder name")
+	} else if err := checkDatasetName(d.Dataset); err != nil {
+		errs = append(errs, fmt.Errorf("data.dataset: %w", err))
+	}
+	for _, a := range d.Aliases {
+		if err := checkDatasetName(a); err != nil {
+			errs = append(errs, fmt.Errorf("data.aliases: %w", err))
+		}
 	}
 	switch d.Direction {
 	case "AtoB":

@@ -2,66 +2,13 @@ package train
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"go.uber.org/zap"
 
 	"github.com/crdgo/crdgo/crd/data"
 )
-
-// PrepareData generates the recipe's synthetic dataset under root when the
-// recipe has one and it is missing or incomplete. It returns the dataset folder.
-func PrepareData(ctx context.Context, root string, r Recipe, progress io.Writer, log *zap.Logger) (string, error) {
-	if dir, err := DatasetDir(root, r); err == nil {
-		if r.Data.Synth == nil {
-			return dir, nil
-		}
-		if ok, _ := data.SynthDone(dir, synthConfig(r)); ok {
-			return dir, nil
-		}
-	} else if r.Data.Synth == nil {
-		return "", err
-	}
-	dir := filepath.Join(root, r.Data.Dataset)
-	cfg := synthConfig(r)
-	if _, err := os.Stat(filepath.Join(dir, "synth.json")); errors.Is(err, os.ErrNotExist) {
-		if _, err := os.Stat(dir); err == nil {
-			// An interrupted generation (synth.json is written last): start over.
-			log.Warn("removing an incomplete synthetic dataset", zap.String("dir", dir))
-			if err := os.RemoveAll(dir); err != nil {
-				return "", fmt.Errorf("remove incomplete synthetic dataset: %w", err)
-			}
-		}
-	}
-	log.Info("generating synthetic dataset", zap.String("dir", dir), zap.String("kind", cfg.Kind),
-		zap.Int("size", cfg.Size), zap.Int("n", cfg.N), zap.Int("n_test", cfg.NTest))
-	total := cfg.N + cfg.NTest
-	if cfg.Kind == data.SynthShapes2Night {
-		total *= 2
-	}
-	var tick func()
-	if progress != nil {
-		bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(progress), progressbar.OptionSetDescription("synth "+cfg.Kind),
-			progressbar.OptionShowCount(), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
-		tick = func() { bar.Add(1) }
-		defer bar.Finish()
-	}
-	if err := data.Synthesize(ctx, dir, cfg, tick, log); err != nil {
-		return "", err
-	}
-	return dir, nil
-}
-
-func synthConfig(r Recipe) data.SynthConfig {
-	s := r.Data.Synth
-	return data.SynthConfig{Kind: s.Kind, Size: s.Size, N: s.N, NTest: max(s.NTest, 1), Seed: s.Seed}
-}
 
 // Summary is what Run reports at the end.
 type Summary struct {

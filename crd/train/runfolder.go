@@ -81,7 +81,7 @@ func (f *RunFolder) Checkpoint(t *Trainer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	pruneCheckpoints(ckDir, or(t.cfg.KeepCheckpoints, 3), f.log)
+	t.pruneCheckpoints(ckDir, or(t.cfg.KeepCheckpoints, 3))
 	f.log.Debug("checkpoint", zap.String("dir", dir), zap.Int("step", t.state.Step))
 	return dir, nil
 }

@@ -97,6 +97,11 @@ type Trainer struct {
 	ganMode                       GANMode
 	styleW, featureW, studentGANW float32
 	outputL1W                     float32
+
+	// Retention (retention.go): checkpoints known intact, broken ones already
+	// reported, and the checkpoint the state was loaded from.
+	intact, reported map[string]bool
+	loadedFrom       string
 }
 
 // Extras are the pretrained networks a run may use; either may be nil.
@@ -188,12 +193,11 @@ func New(cfg Config, be tensor.Backend, ext Extras, log *zap.Logger) (*Trainer, 
 // buildNetwork makes one network of a recipe; its values are zero until
 // initialised or loaded.
 func buildNetwork(be tensor.Backend, spec NetSpec, inC, outC int) (model.Network, error) {
-	norm, err := model.ParseNorm(spec.Norm)
+	ms, err := spec.modelSpec(inC, outC)
 	if err != nil {
 		return nil, err
 	}
-	return model.New(be, model.Spec{Arch: spec.Arch, NGF: spec.NGF, NDF: spec.NDF, InC: inC, OutC: outC,
-		Blocks: spec.Blocks, Downs: spec.Downs, Layers: spec.Layers, Norm: norm})
+	return model.New(be, ms)
 }
 
 // Recipe is the trainer's recipe.

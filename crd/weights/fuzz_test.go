@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/crdgo/crdgo/internal/fuzzmin"
 )
 
 // Fuzz targets for every reader. An error is fine; a panic, or an allocation beyond the
@@ -214,4 +216,10 @@ func FuzzTorchPickle(f *testing.F) {
 		}
 		roundTrip(t, ts, nil)
 	})
+}
+
+// TestMain shortens the fuzzer's minimisation (internal/fuzzmin).
+func TestMain(m *testing.M) {
+	fuzzmin.Default()
+	os.Exit(m.Run())
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"unicode/utf8"
 )
 
 // This file is the subset of Python's pickle machine that torch.save uses for state dicts
@@ -420,7 +421,13 @@ func (u *unpickler) step(op byte) (stop bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		u.push(string(b)) // Python 2 str is decoded as UTF-8, as torch.load does by default
+		// Python decodes BINUNICODE as UTF-8 and torch.load Python 2 str the
+		// same way by default: both fail on bytes that are not UTF-8, and so does
+		// crdgo (a tensor name must survive the trip into a safetensors header).
+		if !utf8.Valid(b) {
+			return false, fmt.Errorf("string of %d bytes is not valid UTF-8", n)
+		}
+		u.push(string(b))
 	case 'B', 'C', 0x8e: // BINBYTES, SHORT_BINBYTES, BINBYTES8
 		w := map[byte]int{'B': 4, 'C': 1, 0x8e: 8}[op]
 		n, err := p.uint(w)
