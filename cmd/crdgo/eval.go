@@ -72,7 +72,11 @@ intact checkpoint); the recipe comes from the checkpoint.`,
 				return fmt.Errorf("recipe %s has no ground truth: pass --inception to measure FID", rec.Name)
 			}
 			ctx := cmd.Context()
-			ds, err := train.OpenEvalSet(ctx, f.dataRoot, rec, log)
+			src, err := train.LocalDataset(f.dataRoot, rec)
+			if err != nil {
+				return err
+			}
+			ds, err := train.OpenEvalSet(ctx, src, rec, log)
 			if err != nil {
 				return err
 			}

@@ -115,6 +115,7 @@ type trainFlags struct {
 	nodes, batch, lanes   int
 	transport             string
 	ringTimeout           time.Duration
+	stores                runStoreFlags
 	engine                engineFlags
 	pre                   pretrainedFlags
 }
@@ -156,8 +157,8 @@ extrapolation, not part of the CRD release). --recipe also takes a YAML file.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.recipe, "recipe", "demo", "recipe name or YAML file")
-	fl.StringVar(&f.dataRoot, "data-root", "data", "folder holding the datasets (synthetic ones are generated here)")
-	fl.StringVar(&f.out, "out", "", "run folder for checkpoints and reports (default runs/<recipe>)")
+	fl.StringVar(&f.dataRoot, "data-root", "data", "folder holding the datasets (synthetic ones are generated here), or a store URL (s3://bucket/datasets?endpoint=…) read through --cache-dir")
+	fl.StringVar(&f.out, "out", "", "run folder for checkpoints and reports (default runs/<recipe>), or a store URL (s3://bucket/jobs/NAME?endpoint=…)")
 	fl.IntVar(&f.maxSteps, "max-steps", 0, "stop after this many steps (0: the recipe's epochs)")
 	fl.BoolVar(&f.resume, "resume", false, "continue from the newest intact checkpoint in the run folder (start from scratch if there is none)")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "no progress bar")
@@ -171,6 +172,7 @@ extrapolation, not part of the CRD release). --recipe also takes a YAML file.`,
 	fl.StringVar(&f.transport, "transport", node.Transports()[0], "allreduce transport between workers: one of "+strings.Join(node.Transports(), ", "))
 	fl.IntVar(&f.lanes, "lanes", 4, "NATS connections per worker (--transport nats)")
 	fl.DurationVar(&f.ringTimeout, "ring-timeout", allreduce.DefaultConfig().RingTimeout, "longest wait for a peer in the allreduce before the step fails")
+	f.stores.register(fl)
 	f.engine.register(cmd)
 	f.pre.register(cmd, true)
 	return cmd
@@ -201,6 +203,12 @@ func (f *trainFlags) check(batch int) error {
 	if f.keep < 1 {
 		errs = append(errs, fmt.Errorf("--keep %d: want ≥ 1 (the newest intact checkpoint is always kept)", f.keep))
 	}
+	if f.stores.keepEvery < 0 {
+		errs = append(errs, fmt.Errorf("--keep-every %d: want ≥ 0 (0: none)", f.stores.keepEvery))
+	}
+	if f.stores.cacheSize < 1<<20 {
+		errs = append(errs, fmt.Errorf("--cache-size %d: want at least 1 MiB", f.stores.cacheSize))
+	}
 	return errors.Join(errs...)
 }
 
@@ -227,17 +235,27 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	if out == "" {
 		out = filepath.Join("runs", rec.Name)
 	}
-	release, err := openRun(out, log)
+	place, err := f.stores.openRunPlace(ctx, out, log)
+	if err != nil {
+		return err
+	}
+	release, err := openRun(place.local, log)
 	if err != nil {
 		return err
 	}
 	defer release()
-	ckDir := filepath.Join(out, "checkpoints")
 	if !f.resume {
-		if cps, _ := train.Checkpoints(ckDir); len(cps) > 0 {
+		if has, err := place.hasCheckpoints(ctx); err != nil {
+			return err
+		} else if has {
 			return fmt.Errorf("%s already has checkpoints: pass --resume to continue, or choose another --out", out)
 		}
 	}
+	src, closeData, err := f.stores.dataSource(ctx, f.dataRoot, log)
+	if err != nil {
+		return err
+	}
+	defer closeData()
 	kind, threads, err := f.engine.kind()
 	if err != nil {
 		return err
@@ -248,15 +266,24 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	if f.noProgress {
 		progress = nil
 	}
-	if err := prepareData(ctx, f.dataRoot, rec, progress, log); err != nil {
+	if src == nil {
+		if err := prepareData(ctx, localPath(f.dataRoot), rec, progress, log); err != nil {
+			return err
+		}
+	} else if _, err := train.FindDataset(ctx, src, rec); err != nil {
+		if rec.Data.Synth != nil {
+			return fmt.Errorf("%w: crdgo generates synthetic datasets only on local disk: run crdgo data synth, then crdgo data push it", err)
+		}
 		return err
 	}
+	folder := train.NewRunFolder(place.local, progress, log)
+	folder.Checkpoints, folder.Mirror = place.checkpoints, place.mirror
 	cfg := node.LocalConfig{
-		Train: train.Config{Recipe: rec, DataRoot: f.dataRoot, OutDir: out, RealStats: f.pre.realStats,
+		Train: train.Config{Recipe: rec, DataRoot: localPath(f.dataRoot), Data: src, OutDir: place.local, RealStats: f.pre.realStats,
 			MaxSteps: f.maxSteps, LogEvery: f.logEvery, SampleEvery: f.sampleEvery, CheckpointEvery: f.checkpointEvery,
-			KeepCheckpoints: f.keep, Workers: f.workers, Version: versionString()},
+			KeepCheckpoints: f.keep, KeepEvery: f.stores.keepEvery, Workers: f.workers, Version: versionString()},
 		Nodes: f.nodes, Transport: f.transport, Lanes: f.lanes, Threads: threads, Backend: kind,
-		Output: train.NewRunFolder(out, progress, log),
+		Output: folder,
 		Extras: func(rank int, be tensor.Backend) (train.Extras, error) {
 			l := log
 			if rank > 0 {
@@ -268,12 +295,12 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 	cfg.Allreduce = allreduce.DefaultConfig()
 	cfg.Allreduce.RingTimeout = f.ringTimeout
 	if f.resume {
-		cp, err := train.LatestCheckpoint(ckDir, log)
+		cp, err := place.latest(ctx, log)
 		if err != nil {
 			return err
 		}
 		if cp == "" {
-			log.Info("no checkpoint to resume from yet: starting from step 0", zap.String("dir", ckDir))
+			log.Info("no checkpoint to resume from yet: starting from step 0", zap.String("run", out))
 		} else {
 			log.Info("resuming", zap.String("checkpoint", cp))
 		}
@@ -292,7 +319,7 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 		return err
 	}
 	fields := []zap.Field{zap.Int("steps", sum.Steps), zap.Int("epochs", sum.Epochs), zap.String("checkpoint", sum.Checkpoint),
-		zap.String("samples", filepath.Join(out, "samples", "latest.png")), zap.String("loss_plot", filepath.Join(out, "loss.png"))}
+		zap.String("samples", filepath.Join(place.local, "samples", "latest.png")), zap.String("loss_plot", filepath.Join(place.local, "loss.png"))}
 	if e := sum.Eval; e != nil {
 		fields = append(fields, zap.Float64("teacher_psnr", e.Teacher.PSNR), zap.Float64("student_psnr", e.Student.PSNR),
 			zap.Float64("teacher_fid", e.Teacher.FID), zap.Float64("student_fid", e.Student.FID))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 )
 
 // Source is where a dataset's files come from: a local directory now, an object store
@@ -90,4 +91,44 @@ func (s *fsSource) Open(ctx context.Context, key string) (io.ReadCloser, error) 
 		return nil, fmt.Errorf("data: %s: open %q: not a valid slash-separated relative path", s.name, key)
 	}
 	return s.fsys.Open(key)
+}
+
+// Sub is the Source of the files under dir in src: keys are relative to dir.
+// A dataset root holds one folder per dataset; Sub(root, "horse2zebra") is that
+// dataset's Source.
+func Sub(src Source, dir string) Source {
+	return &subSource{src: src, dir: path.Clean(dir)}
+}
+
+type subSource struct {
+	src Source
+	dir string
+}
+
+func (s *subSource) String() string { return strings.TrimSuffix(s.src.String(), "/") + "/" + s.dir }
+
+func (s *subSource) List(ctx context.Context, dir string) ([]string, error) {
+	if !fs.ValidPath(dir) {
+		return nil, fmt.Errorf("data: %s: list %q: not a valid slash-separated relative path", s, dir)
+	}
+	keys, err := s.src.List(ctx, path.Join(s.dir, dir))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		rel, ok := strings.CutPrefix(k, s.dir+"/")
+		if !ok {
+			return nil, fmt.Errorf("data: %s: listed %q outside %s", s, k, s.dir)
+		}
+		out = append(out, rel)
+	}
+	return out, nil
+}
+
+func (s *subSource) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	if !fs.ValidPath(key) || key == "." {
+		return nil, fmt.Errorf("data: %s: open %q: not a valid slash-separated relative path", s, key)
+	}
+	return s.src.Open(ctx, path.Join(s.dir, key))
 }

@@ -99,3 +99,36 @@ func TestSourceHonoursCancelledContext(t *testing.T) {
 		t.Errorf("Open with a cancelled context = %v; want context.Canceled", err)
 	}
 }
+
+// TestSub: a Sub source lists and opens the files of its folder with keys
+// relative to it, and refuses keys that leave it.
+func TestSub(t *testing.T) {
+	ctx := context.Background()
+	root := FS(fstest.MapFS{
+		"ds/train/a.png": {Data: []byte("a")},
+		"ds/train/b.png": {Data: []byte("b")},
+		"other/x.png":    {Data: []byte("x")},
+	}, "mem://root")
+	s := Sub(root, "ds")
+	keys, err := s.List(ctx, "train")
+	if err != nil || len(keys) != 2 || keys[0] != "train/a.png" || keys[1] != "train/b.png" {
+		t.Fatalf("List(train) = %v, %v; want [train/a.png train/b.png]", keys, err)
+	}
+	rc, err := s.Open(ctx, "train/b.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "b" {
+		t.Errorf("Open(train/b.png) read %q; want b", b)
+	}
+	for _, bad := range []string{"../other/x.png", "/ds/train/a.png", "."} {
+		if _, err := s.Open(ctx, bad); err == nil {
+			t.Errorf("Open(%q) succeeded; want a refusal", bad)
+		}
+	}
+	if got := s.String(); got != "mem://root/ds" {
+		t.Errorf("String() = %q; want mem://root/ds", got)
+	}
+}

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -239,30 +241,89 @@ func hashFile(path string) (ManifestFile, error) {
 
 // VerifyCheckpoint reads dir's manifest and checks every file's size and hash.
 func VerifyCheckpoint(dir string) (Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, manifestName))
+	f, err := os.Open(filepath.Join(dir, manifestName))
 	if err != nil {
 		return Manifest{}, fmt.Errorf("checkpoint %s: no manifest (incomplete checkpoint): %w", dir, err)
 	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
+	b, err := io.ReadAll(io.LimitReader(f, maxManifest+1))
+	f.Close()
+	if err != nil {
 		return Manifest{}, fmt.Errorf("checkpoint %s: manifest: %w", dir, err)
 	}
-	if len(m.Files) == 0 {
-		return Manifest{}, fmt.Errorf("checkpoint %s: manifest lists no files", dir)
+	m, err := ParseManifest(b)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("checkpoint %s: %w", dir, err)
 	}
 	for _, f := range m.Files {
-		if f.Name != filepath.Base(f.Name) || f.Name == manifestName {
-			return Manifest{}, fmt.Errorf("checkpoint %s: manifest names %q", dir, f.Name)
-		}
 		got, err := hashFile(filepath.Join(dir, f.Name))
 		if err != nil {
 			return Manifest{}, fmt.Errorf("checkpoint %s: %w", dir, err)
 		}
 		if got.Size != f.Size || got.SHA256 != f.SHA256 {
-			return Manifest{}, fmt.Errorf("checkpoint %s: %s: size %d sha256 %s, manifest says %d %s", dir, f.Name, got.Size, got.SHA256[:12], f.Size, f.SHA256[:min(12, len(f.SHA256))])
+			return Manifest{}, fmt.Errorf("checkpoint %s: %s: size %d sha256 %s, manifest says %d %s", dir, f.Name, got.Size, got.SHA256[:12], f.Size, f.SHA256[:12])
 		}
 	}
 	return m, nil
+}
+
+// maxManifest bounds a manifest.json: a few dozen file entries.
+const maxManifest = 64 << 10
+
+// maxManifestFiles bounds the files a manifest may list (a CycleGAN checkpoint
+// has 12).
+const maxManifestFiles = 64
+
+// ParseManifest decodes and checks a checkpoint's manifest.json: a step ≥ 0,
+// 1 to 64 files, each a distinct plain file name (no path, not the manifest
+// itself) with a size ≥ 0 and a 64-digit lower-case hex SHA-256.
+func ParseManifest(b []byte) (Manifest, error) {
+	if len(b) > maxManifest {
+		return Manifest{}, fmt.Errorf("manifest: %d bytes, at most %d", len(b), maxManifest)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return Manifest{}, fmt.Errorf("manifest: %w", err)
+	}
+	if dec.More() {
+		return Manifest{}, fmt.Errorf("manifest: data after the JSON object")
+	}
+	switch {
+	case m.Step < 0:
+		return Manifest{}, fmt.Errorf("manifest: step %d", m.Step)
+	case len(m.Files) == 0:
+		return Manifest{}, fmt.Errorf("manifest lists no files")
+	case len(m.Files) > maxManifestFiles:
+		return Manifest{}, fmt.Errorf("manifest lists %d files, at most %d", len(m.Files), maxManifestFiles)
+	}
+	seen := map[string]bool{}
+	for _, f := range m.Files {
+		switch {
+		case f.Name == "" || f.Name != path.Base(f.Name) || f.Name != filepath.Base(f.Name) || f.Name == manifestName || f.Name == "." || f.Name == ".." || !ownCheckpointFile(f.Name):
+			return Manifest{}, fmt.Errorf("manifest names %q: not a checkpoint file", f.Name)
+		case seen[f.Name]:
+			return Manifest{}, fmt.Errorf("manifest names %q twice", f.Name)
+		case f.Size < 0:
+			return Manifest{}, fmt.Errorf("manifest: %s: size %d", f.Name, f.Size)
+		case !isSHA256(f.SHA256):
+			return Manifest{}, fmt.Errorf("manifest: %s: sha256 %q: want 64 lower-case hex digits", f.Name, f.SHA256)
+		}
+		seen[f.Name] = true
+	}
+	return m, nil
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Checkpoints lists the step folders under dir, newest first.

@@ -138,19 +138,16 @@ func (e *Evaluator) gather(phase string, local []float32, per, n int) ([]float32
 	return all, nil
 }
 
-// OpenEvalSet opens the recipe's evaluation images: aligned val (pix2pix) or
-// valA paired in order with valB (CycleGAN), evaluation preprocessing.
-func OpenEvalSet(ctx context.Context, root string, r Recipe, log *zap.Logger) (*data.Dataset, error) {
-	dir, err := DatasetDir(root, r)
-	if err != nil {
-		return nil, err
-	}
+// OpenEvalSet opens the recipe's evaluation images in the dataset folder src
+// (LocalDataset, FindDataset): aligned val (pix2pix) or valA paired in order
+// with valB (CycleGAN), evaluation preprocessing.
+func OpenEvalSet(ctx context.Context, src data.Source, r Recipe, log *zap.Logger) (*data.Dataset, error) {
 	opt := data.Options{CropSize: r.Data.CropSize, LoadSize: r.Data.CropSize, Channels: 3, Eval: true,
 		BtoA: r.Data.Direction == "BtoA", Compat: data.Compat(r.Compat)}
 	if r.Mode == Pix2Pix {
-		return data.OpenAligned(ctx, data.Dir(dir), r.Data.Val, opt, log)
+		return data.OpenAligned(ctx, src, r.Data.Val, opt, log)
 	}
-	return data.OpenUnaligned(ctx, data.Dir(dir), r.Data.ValA, r.Data.ValB, opt, log)
+	return data.OpenUnaligned(ctx, src, r.Data.ValA, r.Data.ValB, opt, log)
 }
 
 // DatasetDir finds the recipe's dataset under root (its name or an alias).

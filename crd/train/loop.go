@@ -141,7 +141,11 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		}
 	}
 	lp := &loop{t: t, opt: opt, world: world, rank: rank, ctx: opCtx, ckStep: -1}
-	val, err := OpenEvalSet(ctx, cfg.DataRoot, r, t.log)
+	src, err := t.datasetSource(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	val, err := OpenEvalSet(ctx, src, r, t.log)
 	if err != nil {
 		return Summary{}, err
 	}

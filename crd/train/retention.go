@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -140,6 +141,9 @@ func (t *Trainer) pruneCheckpoints(dir string, keep int) {
 		}
 	}
 	for _, c := range cps[cut:] {
+		if ke := t.cfg.KeepEvery; ke > 0 && t.intact[c] && stepOf(c)%ke == 0 {
+			continue // history: every KeepEvery-th step stays
+		}
 		if ok, err := ownFolder(c); err != nil || !ok {
 			t.log.Warn("not removing an old checkpoint folder that holds other files", zap.String("dir", c), zap.Error(err))
 			continue
@@ -159,4 +163,13 @@ func (t *Trainer) alreadyDone() Summary {
 	t.log.Info("the run is already complete: nothing to train", zap.Int("step", t.state.Step),
 		zap.Int("epoch", t.state.Epoch), zap.String("checkpoint", t.loadedFrom))
 	return Summary{Steps: t.state.Step, Epochs: t.state.Epoch, Checkpoint: t.loadedFrom}
+}
+
+// stepOf is the step of a checkpoint folder named step-N (-1 if it is not one).
+func stepOf(dir string) int {
+	n, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), "step-"))
+	if err != nil {
+		return -1
+	}
+	return n
 }

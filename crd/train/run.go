@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -19,19 +20,59 @@ type Summary struct {
 	Skipped    int64 // unreadable images skipped by the loader
 }
 
+// datasetSource is the recipe's dataset folder: under Config.Data when it is
+// set, else under DataRoot on local disk.
+func (t *Trainer) datasetSource(ctx context.Context) (data.Source, error) {
+	if t.cfg.Data != nil {
+		return FindDataset(ctx, t.cfg.Data, t.rec)
+	}
+	return LocalDataset(t.cfg.DataRoot, t.rec)
+}
+
+// LocalDataset is the recipe's dataset folder under root on local disk (its
+// name or an alias; see DatasetDir).
+func LocalDataset(root string, r Recipe) (data.Source, error) {
+	dir, err := DatasetDir(root, r)
+	if err != nil {
+		return nil, err
+	}
+	return data.Dir(dir), nil
+}
+
+// FindDataset returns the recipe's dataset folder under root, a Source that
+// holds one folder per dataset: the first of the dataset's name and aliases
+// whose first training split has files. (An object store has no folders to
+// look for, only keys.)
+func FindDataset(ctx context.Context, root data.Source, r Recipe) (data.Source, error) {
+	split := r.Data.Train
+	if r.Mode == CycleGAN {
+		split = r.Data.TrainA
+	}
+	for _, name := range append([]string{r.Data.Dataset}, r.Data.Aliases...) {
+		keys, err := root.List(ctx, name+"/"+split)
+		if err != nil {
+			return nil, fmt.Errorf("dataset %q: %w", r.Data.Dataset, err)
+		}
+		if len(keys) > 0 {
+			return data.Sub(root, name), nil
+		}
+	}
+	return nil, fmt.Errorf("dataset %q not found in %s: no files under %s/%s (push it with crdgo data push)", r.Data.Dataset, root, r.Data.Dataset, split)
+}
+
 // trainSet opens the training data of the recipe.
 func (t *Trainer) trainSet(ctx context.Context) (*data.Dataset, error) {
 	r := t.rec
-	dir, err := DatasetDir(t.cfg.DataRoot, r)
+	src, err := t.datasetSource(ctx)
 	if err != nil {
 		return nil, err
 	}
 	opt := data.Options{LoadSize: r.Data.LoadSize, CropSize: r.Data.CropSize, Flip: r.Data.Flip, Channels: 3,
 		BtoA: r.Data.Direction == "BtoA", Compat: data.Compat(r.Compat)}
 	if r.Mode == Pix2Pix {
-		return data.OpenAligned(ctx, data.Dir(dir), r.Data.Train, opt, t.log)
+		return data.OpenAligned(ctx, src, r.Data.Train, opt, t.log)
 	}
-	return data.OpenUnaligned(ctx, data.Dir(dir), r.Data.TrainA, r.Data.TrainB, opt, t.log)
+	return data.OpenUnaligned(ctx, src, r.Data.TrainA, r.Data.TrainB, opt, t.log)
 }
 
 // done reports whether the schedule is complete.
@@ -63,7 +104,7 @@ func (t *Trainer) plannedSteps(n int) int {
 // newEvaluator builds the run's evaluator (FID only with Inception weights).
 func (t *Trainer) newEvaluator(ctx context.Context, val *data.Dataset) (*Evaluator, error) {
 	stats := t.cfg.RealStats
-	if stats == "" && t.rec.Eval.RealStats != "" && t.inception != nil {
+	if stats == "" && t.rec.Eval.RealStats != "" && t.inception != nil && t.cfg.Data == nil {
 		if dir, err := DatasetDir(t.cfg.DataRoot, t.rec); err == nil {
 			for _, p := range []string{filepath.Join(dir, t.rec.Eval.RealStats), filepath.Join(t.cfg.DataRoot, t.rec.Eval.RealStats)} {
 				if _, err := os.Stat(p); err == nil {

@@ -1,9 +1,12 @@
 package train
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"image"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -19,11 +22,17 @@ import (
 //	checkpoints/step-N/            checkpoints (manifest written last), the newest Keep kept
 //	best_student_G.safetensors     the student with the lowest FID so far
 //
-// and draws a progress bar on Progress when it is not nil.
+// and draws a progress bar on Progress when it is not nil. With Checkpoints
+// set the checkpoints go into that object store instead (each file, the
+// manifest last); with Mirror set, metrics.jsonl, loss.png,
+// samples/latest.png and the best student are copied there too, so a run in
+// an object store is complete without this machine.
 type RunFolder struct {
-	Dir      string
-	Progress io.Writer // nil: no progress bar
-	log      *zap.Logger
+	Dir         string
+	Progress    io.Writer   // nil: no progress bar
+	Checkpoints ObjectStore // nil: Dir/checkpoints on local disk
+	Mirror      ObjectStore // nil: nothing is copied
+	log         *zap.Logger
 
 	rep   *reporter
 	bar   *progressbar.ProgressBar
@@ -71,11 +80,49 @@ func (f *RunFolder) Samples(step int, grid image.Image) error {
 			return err
 		}
 	}
-	return f.rep.plotLosses(f.title)
+	if err := f.rep.plotLosses(f.title); err != nil {
+		return err
+	}
+	return f.mirror("samples/latest.png", "loss.png")
 }
 
-// Checkpoint writes checkpoints/step-N and prunes the older ones.
+// mirror copies run-folder files (relative names) to Mirror, if it is set. A
+// file that does not exist yet (no loss plot before two log lines) is skipped.
+func (f *RunFolder) mirror(names ...string) error {
+	if f.Mirror == nil {
+		return nil
+	}
+	for _, name := range names {
+		b, err := os.ReadFile(filepath.Join(f.Dir, filepath.FromSlash(name)))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := f.Mirror.PutObject(context.Background(), name, b); err != nil {
+			return fmt.Errorf("run folder %s: %s: %w", f.Mirror, name, err)
+		}
+	}
+	return nil
+}
+
+// Checkpoint writes checkpoints/step-N (or into Checkpoints) and prunes the
+// older ones.
 func (f *RunFolder) Checkpoint(t *Trainer) (string, error) {
+	if f.Checkpoints != nil {
+		ctx := context.Background() // every store call has its own deadline
+		name, err := t.SaveCheckpointObjects(ctx, f.Checkpoints, filepath.Join(f.Dir, "upload"))
+		if err != nil {
+			return "", err
+		}
+		t.pruneObjectCheckpoints(ctx, f.Checkpoints, or(t.cfg.KeepCheckpoints, 3), t.cfg.KeepEvery)
+		f.log.Debug("checkpoint", zap.String("checkpoint", name), zap.Int("step", t.state.Step))
+		if err := f.rep.w.Flush(); err != nil {
+			return "", err
+		}
+		return name, f.mirror("metrics.jsonl")
+	}
 	ckDir := filepath.Join(f.Dir, "checkpoints")
 	dir, err := t.SaveCheckpoint(ckDir)
 	if err != nil {
@@ -88,8 +135,11 @@ func (f *RunFolder) Checkpoint(t *Trainer) (string, error) {
 
 // BestStudent writes best_student_G.safetensors.
 func (f *RunFolder) BestStudent(t *Trainer, fid float64) error {
-	return t.Nets.S.Params().Save(filepath.Join(f.Dir, "best_student_G.safetensors"),
-		map[string]string{"recipe": t.rec.Name, "fid": fmt.Sprint(fid), "step": fmt.Sprint(t.state.Step)})
+	if err := t.Nets.S.Params().Save(filepath.Join(f.Dir, "best_student_G.safetensors"),
+		map[string]string{"recipe": t.rec.Name, "fid": fmt.Sprint(fid), "step": fmt.Sprint(t.state.Step)}); err != nil {
+		return err
+	}
+	return f.mirror("best_student_G.safetensors")
 }
 
 // End finishes the progress bar and closes metrics.jsonl.
@@ -100,5 +150,8 @@ func (f *RunFolder) End() error {
 	if f.rep == nil {
 		return nil
 	}
-	return f.rep.close()
+	if err := f.rep.close(); err != nil {
+		return err
+	}
+	return f.mirror("metrics.jsonl", "loss.png", "samples/latest.png")
 }

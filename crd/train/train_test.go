@@ -148,7 +148,11 @@ func TestPerceptualAndFIDPlumbing(t *testing.T) {
 		t.Fatalf("eval = %+v; want FIDs", e)
 	}
 	// FID of the real images against their own statistics is ~0.
-	ds, err := OpenEvalSet(ctx, root, r, log)
+	src, err := LocalDataset(root, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := OpenEvalSet(ctx, src, r, log)
 	if err != nil {
 		t.Fatal(err)
 	}

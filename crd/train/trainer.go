@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crdgo/crdgo/crd"
+	"github.com/crdgo/crdgo/crd/data"
 	"github.com/crdgo/crdgo/crd/model"
 	"github.com/crdgo/crdgo/crd/nn"
 	"github.com/crdgo/crdgo/crd/tensor"
@@ -25,8 +26,13 @@ import (
 // Config is one training run: a recipe and the run's own settings.
 type Config struct {
 	Recipe Recipe
-	// DataRoot holds the recipe's dataset folder (DataRoot/<dataset>/…).
+	// DataRoot holds the recipe's dataset folder (DataRoot/<dataset>/…). With
+	// Data set it only names the root in messages (a URL, say).
 	DataRoot string
+	// Data, when set, is where the datasets are instead of DataRoot on local
+	// disk: a Source holding one folder per dataset (an object store through a
+	// local cache, see package storage).
+	Data data.Source
 	// OutDir receives checkpoints/, samples/, metrics.jsonl and loss.png.
 	OutDir string
 	// RealStats overrides the recipe's real statistics file (npz).
@@ -37,6 +43,9 @@ type Config struct {
 	LogEvery, SampleEvery, CheckpointEvery int
 	// KeepCheckpoints is how many step checkpoints to keep (0: 3).
 	KeepCheckpoints int
+	// KeepEvery, when > 0, also keeps every checkpoint whose step is a
+	// multiple of it (the long-run history retention would otherwise drop).
+	KeepEvery int
 	// Workers decode data (0: GOMAXPROCS).
 	Workers int
 	// Version is crdgo's version, written into checkpoint manifests ("dev" if empty).
@@ -59,7 +68,7 @@ func (c Config) Validate() error {
 		name string
 		v    int
 	}{{"max steps", c.MaxSteps}, {"log every", c.LogEvery}, {"sample every", c.SampleEvery},
-		{"checkpoint every", c.CheckpointEvery}, {"keep checkpoints", c.KeepCheckpoints}, {"workers", c.Workers}} {
+		{"checkpoint every", c.CheckpointEvery}, {"keep checkpoints", c.KeepCheckpoints}, {"keep every", c.KeepEvery}, {"workers", c.Workers}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %d: want ≥ 0", f.name, f.v))
 		}
@@ -101,6 +110,7 @@ type Trainer struct {
 	// Retention (retention.go): checkpoints known intact, broken ones already
 	// reported, and the checkpoint the state was loaded from.
 	intact, reported map[string]bool
+	intactObjects    map[string]bool // checkpoints in an ObjectStore found intact, by name
 	loadedFrom       string
 }
 
