@@ -25,7 +25,7 @@ type CRDStepConfig struct {
 	Blocks, Patch         int
 }
 
-// CRDStep times the trainer's own pix2pix CRD step (CRD.md §4.1: D, teacher,
+// CRDStep times the trainer's own pix2pix CRD step (docs/crd.md §4.1: D, teacher,
 // student; no VGG, no student GAN term) on a fixed random batch.
 type CRDStep struct {
 	tr    *train.Trainer

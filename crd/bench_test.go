@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// The recipe size: one 3×256×256 image, P = 32 (CRD.md §1.4's cost table).
+// The recipe size: one 3×256×256 image, P = 32 (docs/crd.md §1.4's cost table).
 var benchShape = [4]int{1, 3, 256, 256}
 
 // BenchmarkCycleGAN times one CycleGAN CRD call at 256×256: both sides' relations of rows,

@@ -1,4 +1,4 @@
-// Package crd is the Content Relationship Distillation loss (CRD.md §1): it cuts the student's
+// Package crd is the Content Relationship Distillation loss (docs/crd.md §1): it cuts the student's
 // and the teacher's output images into slice sets and asks the student to reproduce the
 // teacher's relations inside each set. It works on plain float32 slices, NCHW, and knows
 // nothing of the tensor engine; it returns the loss and, on request, ∂loss/∂S.
@@ -62,14 +62,14 @@ import (
 	"strings"
 )
 
-// Weights of the CRD combinations (CRD.md §1.3).
+// Weights of the CRD combinations (docs/crd.md §1.3).
 const (
 	CycleGANWeight = 25.0 // per term, CycleGAN student
 	Pix2PixWeight  = 2.5  // per term and image, pix2pix student
 )
 
-// Compat selects between the loss as CRD.md defines it and the released code's behaviour
-// (CRD.md §0, §9). It changes only the pix2pix patch term.
+// Compat selects between the loss as docs/crd.md defines it and the released code's behaviour
+// (docs/crd.md §0, §9). It changes only the pix2pix patch term.
 type Compat int
 
 const (
@@ -158,7 +158,7 @@ const MaxSet = 1 << 11
 const maxElems = 1 << 28
 
 // CycleGAN returns the CycleGAN CRD term of a batch, 25·Σ_b (RKD_rows + RKD_cols +
-// RKD_patches) (CRD.md §1.3; the reference is batch 1, §9 D11), and each image's relations.
+// RKD_patches) (docs/crd.md §1.3; the reference is batch 1, §9 D11), and each image's relations.
 // s (student) and t (teacher) are NCHW with the given shape; patch is P. If grad (NCHW) is not
 // nil it adds scale·∂total/∂s into it. The shape must pass CheckShape(shape, patch, Intended).
 func CycleGAN(s, t []float32, shape [4]int, patch int, grad []float32, scale float64) (total float64, per []ImageTerms) {
@@ -167,7 +167,7 @@ func CycleGAN(s, t []float32, shape [4]int, patch int, grad []float32, scale flo
 }
 
 // Pix2Pix returns the pix2pix CRD term of a batch, 2.5·Σ_b (RKD_rows + RKD_cols + RKD_patch),
-// and each image's relations (CRD.md §1.3). With Intended, image b's patch term relates its
+// and each image's relations (docs/crd.md §1.3). With Intended, image b's patch term relates its
 // own patches. With Official, the patch term k < N relates the C = 3 channel planes of
 // flattened patch k of the batch — patch k of image 0 when k < ⌊H/P⌋·⌊W/P⌋, as in every
 // recipe — and per[k].Patch holds it. If grad (NCHW) is not nil it adds scale·∂total/∂s into
@@ -241,7 +241,7 @@ func (w *Workspace) combine(fn string, s, t []float32, shape [4]int, p int, comp
 	}
 	if compat == Official {
 		// The released code's s is the (N·L, 3, P, P) tensor of all patches, image-major; its
-		// loop relates s[k] for k < N as 3 vectors of P² (CRD.md §1.3).
+		// loop relates s[k] for k < N as 3 vectors of P² (docs/crd.md §1.3).
 		L, _ := PatchesSize(C, H, W, p)
 		w.sets(C * p * p)
 		for k := range N {

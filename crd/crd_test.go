@@ -95,7 +95,7 @@ func TestCombinationsAgainstNaive(t *testing.T) {
 	}
 }
 
-// TestOfficialPatchSelection checks the released pix2pix patch term (CRD.md §1.3): only
+// TestOfficialPatchSelection checks the released pix2pix patch term (docs/crd.md §1.3): only
 // image 0 matters, only its patches k < B, each as its 3 channel planes of P².
 func TestOfficialPatchSelection(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 0))

@@ -39,7 +39,7 @@ func parallel(tasks int, fn func(t int)) {
 }
 
 // sqDists fills dst (n×n) with D_ij = Σ_c (x_ic − x_jc)², computed from explicit
-// differences (CRD.md §1.4 rule 3): exactly 0 for identical vectors, and no cancellation
+// differences (docs/crd.md §1.4 rule 3): exactly 0 for identical vectors, and no cancellation
 // against the vectors' norms. The diagonal is 0.
 func sqDists(dst, x []float64, n, d int) {
 	parallel(n, func(i int) {
@@ -104,7 +104,7 @@ func sqDist4(xi, xa, xb, xc, xe []float64) (da, db, dc, de float64) {
 // vertexRows holds the per-vertex quantities of the angle pass for vertex i, indexed by k:
 // invA = 1/ρ_ik (ρ = max(r, 1e-12)) for the student and the teacher, except 0 where x_k = x_i
 // exactly (k = i included), so that u_ik = invA_ik·(x_k − x_i) holds for every k and every
-// angle with a zero leg is exactly 0 (CRD.md §1.2, §1.4 rule 4) without a branch. invAO is
+// angle with a zero leg is exactly 0 (docs/crd.md §1.2, §1.4 rule 4) without a branch. invAO is
 // scratch for the teacher row of another vertex (duplicateLegs).
 type vertexRows struct {
 	invAS, invAT, invAO []float64
@@ -200,7 +200,7 @@ func angleVertex(i, n int, ds, dt []float64, v *vertexRows, bsum, e, p []float64
 	return loss
 }
 
-// duplicateLegs forms the gradient of the legs u_io with x_o = x_i exactly, o ≠ i (CRD.md
+// duplicateLegs forms the gradient of the legs u_io with x_o = x_i exactly, o ≠ i (docs/crd.md
 // §1.2: the normalisation divides e_io = 0 by the constant 1e-12, so ∂L/∂e_io =
 // (2/1e-12) Σ_k b_iok u_ik). With β^(i,o)_k = 2 b_iok invA_ik / 1e-12, where
 // b_iok = cb·h'(0 − A^T_iok) because A_iok = 0, it sets for vertex m

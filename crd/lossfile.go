@@ -585,7 +585,7 @@ type LossReport struct {
 // respect to the student, and for C = 3 the released code's pix2pix term
 // (compat official). name is for errors: a value JSON cannot carry (only
 // extreme inputs get there: the gradient of exactly duplicated student vectors
-// is scaled by 1/1e-12, CRD.md §9 D12, and can overflow float32) is an error
+// is scaled by 1/1e-12, docs/crd.md §9 D12, and can overflow float32) is an error
 // naming it.
 func (in LossInput) Report(name string) (LossReport, error) {
 	var w Workspace

@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 )
 
-// An independent float64 evaluation of the loss, written from the definitions of CRD.md
+// An independent float64 evaluation of the loss, written from the definitions of docs/crd.md
 // §1.1–§1.3 the way the reference computes them: explicit unit vectors u_ij and all n³ dot
 // products (O(n³d): small n only). It shares no code with the package.
 

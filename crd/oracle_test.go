@@ -14,7 +14,7 @@ import (
 )
 
 // The Python oracle: testdata/crd_reference.py is a copy of the float64 reference that
-// produced CRD.md §1.5 (pure Python, its own slicing, the reference's expansion-form pdist
+// produced docs/crd.md §1.5 (pure Python, its own slicing, the reference's expansion-form pdist
 // and explicit unit vectors). testdata/oracle.py runs it on cases written here.
 
 const python = "/usr/bin/python3"
@@ -121,8 +121,8 @@ func gradClose(got []float32, want []float64, tol float64) (float64, bool) {
 
 // TestRKDAgainstOracle compares loss parts and gradients with the Python reference.
 // Near-identical vectors on large values are left to TestRKDAgainstNaive: the oracle's
-// expansion-form pdist cancels there (CRD.md §1.2). Where the student has exact duplicates
-// only the loss is compared: the oracle's gradient is the K-form of CRD.md §1.4 on uncentred
+// expansion-form pdist cancels there (docs/crd.md §1.2). Where the student has exact duplicates
+// only the loss is compared: the oracle's gradient is the K-form of docs/crd.md §1.4 on uncentred
 // vectors, whose 1/eps² entries (~1e22 at n = 4) cancel to ~1e-3 relative there;
 // TestRKDGradientAgainstNaive checks those gradients against the reference's leg-by-leg form.
 func TestRKDAgainstOracle(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"math"
 )
 
-// Constants of the relational loss (CRD.md §1.2; reference code, file relation_kd.py).
+// Constants of the relational loss (docs/crd.md §1.2; reference code, file relation_kd.py).
 const (
 	DistanceWeight = 1.0 // w_d
 	AngleWeight    = 2.0 // w_a
@@ -79,7 +79,7 @@ func grow(b []float64, n int) []float64 {
 }
 
 // relate computes the relation of x (student) against y (teacher), n×d float32, and with
-// withGrad leaves ∂RKD/∂x in w.g64 (n×d, float64). CRD.md §1.4 gives the formulas; the
+// withGrad leaves ∂RKD/∂x in w.g64 (n×d, float64). docs/crd.md §1.4 gives the formulas; the
 // comments below use its names.
 func (w *Workspace) relate(x, y []float32, n, d int, withGrad bool) Relation {
 	nn := n * n
@@ -160,7 +160,7 @@ func (w *Workspace) relate(x, y []float32, n, d int, withGrad bool) Relation {
 		return r
 	}
 
-	// M = K − W + diag(δ + W·1), so that ∂RKD/∂X = M X (CRD.md §1.4), with
+	// M = K − W + diag(δ + W·1), so that ∂RKD/∂X = M X (docs/crd.md §1.4), with
 	//   K = P − Γᵀ − Γ + η + ηᵀ,  δ_m = Σ_k Γ_mk − Σ_i η_im − Σ_j η_mj,
 	//   P_jk = Σ_i γ_ijk (reduced over the tasks in task order),
 	//   W_ij = 2 w_d (g_ij − ḡ) / (n² μ d_ij) where D_ij ≥ 1e-12,
@@ -243,7 +243,7 @@ func centre(dst, x []float64, n, d int) {
 // clampDist is the reference's off-diagonal distance sqrt(max(D, 1e-12)).
 func clampDist(D float64) float64 { return math.Sqrt(max(D, epsDist)) }
 
-// smoothL1 is h of CRD.md §0 (β = 1).
+// smoothL1 is h of docs/crd.md §0 (β = 1).
 func smoothL1(z float64) float64 {
 	if a := math.Abs(z); a < 1 {
 		return 0.5 * z * z

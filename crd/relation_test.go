@@ -19,7 +19,7 @@ func spotAngle(D []float64, n, i, j, k int) float64 {
 	return (D[i*n+j] + D[i*n+k] - D[j*n+k]) / 2 * inv(i, j) * inv(i, k)
 }
 
-// The spot values of CRD.md §1.5 example 1 (ψ row 0 and single angles).
+// The spot values of docs/crd.md §1.5 example 1 (ψ row 0 and single angles).
 func TestWorkedExample1Spots(t *testing.T) {
 	s, tt := example1()
 	cases := []struct {
@@ -138,7 +138,7 @@ func TestRKDAgainstNaive(t *testing.T) {
 // arithmetic, one float32 rounding at the end) against central differences of the naive
 // float64 loss. Both see the same input values, so they differ by the final rounding
 // (6e-8 relative), the difference quotient's truncation error O(h²·f⁽³⁾) and its
-// cancellation O(ε·f/h). CRD.md §1.4 rule 2 allows 1e-3 (max-norm) for a float32
+// cancellation O(ε·f/h). docs/crd.md §1.4 rule 2 allows 1e-3 (max-norm) for a float32
 // implementation; an implementation that is float64 inside should do far better, and the
 // test asks for gradTol. Student duplicates are left out: the loss is not differentiable
 // there (TestRKDGradientOracle checks that case against the reference's own convention).

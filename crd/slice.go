@@ -2,7 +2,7 @@ package crd
 
 import "fmt"
 
-// Slicing of one C×H×W image (CRD.md §1.1). Each gather copies the image into an n×d
+// Slicing of one C×H×W image (docs/crd.md §1.1). Each gather copies the image into an n×d
 // row-major slice set; each Add… is its adjoint: it scatter-adds an n×d gradient back into a
 // C×H×W gradient (+=, because the three slice sets of one image share every pixel).
 //
@@ -103,7 +103,7 @@ func addPatches[G float32 | float64](dx []float32, g []G, alpha float64, c, h, w
 
 // PatchChannels copies patch l (numbered as in Patches) of the image x (C×H×W) into dst as C
 // vectors of p², one per channel: dst[c, ki·p + kj] = x[c, p·bi + ki, p·bj + kj]. It is the
-// set the released pix2pix code relates in its patch term (CRD.md §1.3, §9 D2).
+// set the released pix2pix code relates in its patch term (docs/crd.md §1.3, §9 D2).
 func PatchChannels(dst, x []float32, c, h, w, p, l int) {
 	checkPatchChannels("PatchChannels", len(dst), len(x), c, h, w, p, l)
 	gatherPatch(dst, x, c, h, w, p, l)

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestSliceLayouts checks every gather against the naive slicing (written from CRD.md §1.1
+// TestSliceLayouts checks every gather against the naive slicing (written from docs/crd.md §1.1
 // and crd_reference.py) on odd sizes, remainders included.
 func TestSliceLayouts(t *testing.T) {
 	r := rand.New(rand.NewPCG(10, 0))

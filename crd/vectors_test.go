@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// The worked test vectors of CRD.md §1.5 (computed in float64 by crd_reference.py and
+// The worked test vectors of docs/crd.md §1.5 (computed in float64 by crd_reference.py and
 // reproduced with the reference RKDLoss). The inputs are float32 here, so a value differs
 // from the float64 vector by the rounding of the inputs (≈ 1e-8 relative); the tolerance
 // asked for is 1e-5 relative, and the test holds every value to relTol.

@@ -26,7 +26,7 @@ func newBenchStepCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "step",
 		Short: "Time one pix2pix CRD distillation step in crdgo and in PyTorch (naive and Gram-form angles)",
-		Long: `Times one full pix2pix CRD step (CRD.md §4.1: discriminator, teacher through the
+		Long: `Times one full pix2pix CRD step (docs/crd.md §4.1: discriminator, teacher through the
 pre-update D, student against the pre-update teacher output; mobile_resnet
 teacher ngf N, student ngf N/4, 9 blocks, conditional PatchGAN, no VGG) in
 crdgo's trainer and in PyTorch (bench/torch_crd_step.py) in two forms: the

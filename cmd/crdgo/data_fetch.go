@@ -23,7 +23,7 @@ func newDataFetchCmd(g *globalFlags) *cobra.Command {
 		Use:   "fetch NAME",
 		Short: "Download a dataset of the paper into the layout its recipe reads",
 		Long: `Download and unpack one of the paper's datasets under --root, as the reference
-download scripts do (CRD.md §6):
+download scripts do (docs/crd.md §6):
 
   horse2zebra, summer2winter_yosemite (alias summer2winter)
       the CycleGAN archives (people.eecs.berkeley.edu, mirror efrosgans.eecs.berkeley.edu)
@@ -104,7 +104,7 @@ archive from another server (BASE/horse2zebra.zip, BASE/edges2shoes-r.tar.gz).`,
 				fmt.Fprintf(out, "links: %s\n", strings.Join(links, ", "))
 			}
 			for _, m := range res.Mismatches {
-				fmt.Fprintf(out, "note: %s (count the files against CRD.md §6)\n", m)
+				fmt.Fprintf(out, "note: %s (count the files against docs/crd.md §6)\n", m)
 			}
 			return nil
 		},

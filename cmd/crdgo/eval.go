@@ -25,7 +25,7 @@ func newEvalCmd(g *globalFlags) *cobra.Command {
 		Use:   "eval --checkpoint DIR",
 		Short: "Measure teacher and student of a checkpoint: FID/KID, and PSNR/SSIM/L1 on paired data",
 		Long: `Evaluate the teacher and the student of a checkpoint on the recipe's evaluation
-set (CRD.md §7): generated images are converted to uint8 as the reference does
+set (docs/crd.md §7): generated images are converted to uint8 as the reference does
 (truncation), FID uses pytorch-fid's Inception (--inception) against real
 statistics (--real-stats npz, the recipe's file in the dataset folder, or
 computed from the real images), and KID when the real images are used. On

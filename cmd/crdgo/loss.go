@@ -22,7 +22,7 @@ func newLossCmd(g *globalFlags) *cobra.Command {
 		Use:   "loss FILE.json",
 		Short: "Evaluate the CRD loss and its gradient on one teacher/student batch (for cross-checking)",
 		Long: `loss reads a teacher and a student output batch and prints the CRD relations
-(CRD.md §1) as JSON, for cross-checking other implementations. FILE "-" reads stdin.
+(docs/crd.md §1) as JSON, for cross-checking other implementations. FILE "-" reads stdin.
 
 Input:
   {"shape_NCHW": [N, C, H, W], "patch_size": P,
@@ -39,7 +39,7 @@ Output:
    "pix2pix_total_official": the released code's pix2pix term (C = 3 only),
    "grad_cyclegan_total": ∂cyclegan_total/∂student, flat NCHW (N = 1 only)}
 per_image's patch terms relate each image's own patches (compat intended). The
-CycleGAN term is defined for batch 1 (CRD.md §9 D11); for N > 1 crdgo trains on
+CycleGAN term is defined for batch 1 (docs/crd.md §9 D11); for N > 1 crdgo trains on
 25·Σ_b of the per-image terms. The inputs are rounded to float32, the engine's
 type (a float64 reference sees ~1e-8 relative differences from that alone); the
 loss is computed in float64, and the gradient entries are the float32 values the

@@ -12,7 +12,7 @@ import (
 	"github.com/crdgo/crdgo/crd"
 )
 
-// exampleImage is CRD.md §1.5's x[c,h,w] = ((a·idx + b) mod m)/q − 1, idx = 16c + 4h + w.
+// exampleImage is docs/crd.md §1.5's x[c,h,w] = ((a·idx + b) mod m)/q − 1, idx = 16c + 4h + w.
 func exampleImage(a, b, m, q int) []float64 {
 	x := make([]float64, 48)
 	for idx := range x {
@@ -44,7 +44,7 @@ func runLoss(t *testing.T, input []byte) (crd.LossReport, []byte, error) {
 	return out, stdout.Bytes(), nil
 }
 
-// TestLossWorkedExample1 runs the command on CRD.md §1.5 example 1 and checks every printed
+// TestLossWorkedExample1 runs the command on docs/crd.md §1.5 example 1 and checks every printed
 // relation, the totals and the gradient against the document's values.
 func TestLossWorkedExample1(t *testing.T) {
 	in, err := json.Marshal(map[string]any{

@@ -23,7 +23,7 @@ func runModelInfoCmd(t *testing.T, args ...string) (string, error) {
 	return stdout.String(), err
 }
 
-// TestModelInfoFigures checks the five 256×256 figures of the papers (CRD.md
+// TestModelInfoFigures checks the five 256×256 figures of the papers (docs/crd.md
 // §5.5) at the precision they are printed with.
 func TestModelInfoFigures(t *testing.T) {
 	cases := []struct {

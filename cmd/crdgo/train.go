@@ -126,7 +126,7 @@ func newTrainCmd(g *globalFlags) *cobra.Command {
 		Use:   "train",
 		Short: "Distil a teacher into a student with CRD (default: the synthetic demo)",
 		Long: `Train a teacher GAN and distil it into a student with Content Relationship
-Distillation, following a recipe (CRD.md §6): the teacher, its online
+Distillation, following a recipe (docs/crd.md §6): the teacher, its online
 discriminator and the student train together.
 
 With no flags it runs the demo recipe: it generates the synthetic edges2shapes

@@ -12,7 +12,7 @@ import (
 )
 
 // Compat selects between the intended semantics (the default) and the released code's
-// (CRD.md §0). The data loader differs in one place, §9 D4: the released code drops the
+// (docs/crd.md §0). The data loader differs in one place, §9 D4: the released code drops the
 // last file of each unaligned and single split.
 type Compat string
 
@@ -21,7 +21,7 @@ const (
 	CompatOfficial Compat = "official" // drop the last file of each sorted unaligned/single split
 )
 
-// Options is the preprocessing of a dataset (CRD.md §4.3).
+// Options is the preprocessing of a dataset (docs/crd.md §4.3).
 //
 // Training (Eval false): each image is resized to LoadSize×LoadSize with PIL's bicubic
 // filter, a CropSize×CropSize window at a random offset is cut out, flipped left-right
@@ -142,7 +142,7 @@ func open(ctx context.Context, src Source, l layout, splitA, splitB string, opt 
 		opt.Compat = CompatIntended
 	}
 	d := &Dataset{src: src, layout: l, splitA: splitA, splitB: splitB, opt: opt}
-	dropLast := opt.Compat == CompatOfficial && l != aligned // CRD.md §9 D4
+	dropLast := opt.Compat == CompatOfficial && l != aligned // docs/crd.md §9 D4
 	var err error
 	if d.a, err = listImages(ctx, src, splitA, dropLast); err != nil {
 		return nil, err

@@ -1,5 +1,5 @@
 // Package data reads image-to-image datasets and turns them into batches of float32 NCHW
-// examples in [−1, 1], as the reference code's data loaders do (CRD.md §4.3, §6), and
+// examples in [−1, 1], as the reference code's data loaders do (docs/crd.md §4.3, §6), and
 // writes the synthetic datasets that give every recipe a ground truth on a machine with
 // no downloads. It knows nothing of tensors, networks or clusters: files come from a
 // Source, batches are plain []float32.

@@ -24,7 +24,7 @@ import (
 )
 
 // The synthetic datasets give every recipe a task with a ground truth on a machine with
-// no downloads, in the folder layouts of the real ones (CRD.md §6):
+// no downloads, in the folder layouts of the real ones (docs/crd.md §6):
 //
 //   - edges2shapes (paired, pix2pix layout): DIR/train/NNNN.png and DIR/val/NNNN.png, each
 //     2S×S: A on the left, an edge map (dark outlines on white) of one to three shapes

@@ -1,4 +1,4 @@
-// Package metric computes the image-quality numbers of CRD.md §7 that need no
+// Package metric computes the image-quality numbers of docs/crd.md §7 that need no
 // neural network: the Fréchet distance (FID) and the kernel distance (KID)
 // between two sets of Inception activations, and PSNR, SSIM and L1 between
 // pairs of images, plus the uint8 conversion the reference applies before any

@@ -32,7 +32,7 @@ const (
 //
 //	FID = |μ1 − μ2|² + tr Σ1 + tr Σ2 − 2 tr sqrtm(Σ1 Σ2),
 //
-// in float64: pytorch-fid's calculate_frechet_distance (CRD.md §7, §9 D14).
+// in float64: pytorch-fid's calculate_frechet_distance (docs/crd.md §7, §9 D14).
 // warn is empty, or pytorch-fid's message for the same condition: "fid
 // calculation produces singular product; adding 1e-06 to diagonal of cov
 // estimates" when the root had to be retried with eps·I added to both

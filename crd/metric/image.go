@@ -6,7 +6,7 @@ import (
 )
 
 // ToUint8Truncate converts generator outputs in [−1, 1] to uint8 exactly as
-// the reference's tensor2im (CRD.md §7): v = (x + 1)/2·255 in float32, clipped
+// the reference's tensor2im (docs/crd.md §7): v = (x + 1)/2·255 in float32, clipped
 // to [0, 255], then truncated (not rounded). It works elementwise, so the
 // layout of x (NCHW or HWC) is kept; the reference's HWC transpose is not
 // needed when the result goes back through Uint8ToUnit. NaN becomes 0.

@@ -9,7 +9,7 @@ import (
 )
 
 // Convention is a way of counting multiply-accumulates. GAN Compression, OMGD
-// and CRD report torchprofile's profile_macs on one image (CRD.md §5.5), whose
+// and CRD report torchprofile's profile_macs on one image (docs/crd.md §5.5), whose
 // handlers changed in torchprofile 0.0.3 (April 2021); both are kept.
 //
 // What every convention counts: a convolution prod(output)·C_in/groups·k_h·k_w
@@ -254,7 +254,7 @@ func (p *Profile) MACs(c Convention) int64 {
 }
 
 // Count profiles the network s at a 1×C×h×w input, C its input channels,
-// as torchprofile does (CRD.md §5.5), by running its forward pass on the
+// as torchprofile does (docs/crd.md §5.5), by running its forward pass on the
 // shape-only backend: instantaneous at any size. The network is in
 // evaluation mode, which changes no count.
 func Count(s Spec, h, w int) (*Profile, error) {

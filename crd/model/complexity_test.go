@@ -2,7 +2,7 @@ package model
 
 import "testing"
 
-// The integers of /work/shared/crd_reference.py macs (CRD.md §5.5): layer
+// The integers of /work/shared/crd_reference.py macs (docs/crd.md §5.5): layer
 // arithmetic that reproduces torchprofile 0.0.4 on the reference modules.
 func TestCountMatchesReference(t *testing.T) {
 	inst, batch := NormInstance, NormBatch

@@ -8,7 +8,7 @@ import (
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
-// PatchGANConfig describes NLayerDiscriminator (CRD.md §5.4).
+// PatchGANConfig describes NLayerDiscriminator (docs/crd.md §5.4).
 type PatchGANConfig struct {
 	InC, NDF, Layers int
 	Norm             Norm

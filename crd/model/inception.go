@@ -7,7 +7,7 @@ import (
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
-// Inception is Inception-v3 as pytorch-fid computes FID with it (CRD.md §5.7):
+// Inception is Inception-v3 as pytorch-fid computes FID with it (docs/crd.md §5.7):
 // torchvision's Inception3 with the FIDInceptionA/C/E_1/E_2 patches of
 // pytorch-fid, up to the 2048-d average pool. Every BasicConv2d is a bias-free
 // conv, BatchNorm2d(eps 0.001) and ReLU; the module names are torchvision's

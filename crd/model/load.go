@@ -18,7 +18,7 @@ import (
 //     the layers past relu4_3 and the classifier are ignored;
 //   - the reference code's Vgg16 wrapper: [vgg.]to_relu_1_2.{0,2}.*,
 //     to_relu_2_2.{5,7}.*, to_relu_3_3.{10,12,14}.*, to_relu_4_3.{17,19,21}.*
-//     (CRD.md §5.6);
+//     (docs/crd.md §5.6);
 //   - either with a leading module. or other prefix, and crdgo's own Save.
 //
 // A missing tensor or a shape mismatch is an error naming the tensor.

@@ -1,4 +1,4 @@
-// Package model builds the networks of CRD (CRD.md §5) on package nn, with the
+// Package model builds the networks of CRD (docs/crd.md §5) on package nn, with the
 // PyTorch state_dict names of the reference code, so converted weight files
 // load without renaming: the ResNet and mobile-ResNet generators, the U-Net
 // generator, the PatchGAN discriminator, and (for the perceptual loss and

@@ -7,7 +7,7 @@ import (
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
-// ResnetConfig describes resnet_9blocks and mobile_resnet_9blocks (CRD.md §5.1,
+// ResnetConfig describes resnet_9blocks and mobile_resnet_9blocks (docs/crd.md §5.1,
 // §5.2): NGF is the base width f, Blocks the number of residual blocks (9 in
 // every recipe), Norm the generator's norm, Mobile selects depthwise-separable
 // residual blocks.
@@ -149,7 +149,7 @@ func (b *resnetBlock) forward(tp *nn.Tape, x *nn.Var) *nn.Var {
 }
 
 // separable is SeparableConv2d: depthwise conv, InstanceNorm (always, affine
-// off), pointwise conv (CRD.md §5.2).
+// off), pointwise conv (docs/crd.md §5.2).
 func separable(tp *nn.Tape, dw, pw *nn.Conv2d, x *nn.Var) *nn.Var {
 	h := dw.Forward(tp, x)
 	h = nn.InstanceNorm(tp, h, nil, nil, 1e-5, noAct)

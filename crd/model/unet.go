@@ -8,7 +8,7 @@ import (
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
-// UnetConfig describes the pix2pix U-Net generator (CRD.md §5.3): Downs
+// UnetConfig describes the pix2pix U-Net generator (docs/crd.md §5.3): Downs
 // down-samplings by 2 (num_downs; 8 for unet_256, 6 for 64×64 images), base
 // width NGF, Norm batch (the U-Net recipe) or instance. Dropout is 0 in every
 // recipe, so the generator has none (use_dropout = False).
@@ -54,7 +54,7 @@ type unetLevel struct {
 }
 
 // NewUnetGenerator registers every parameter under its state_dict name
-// (model.model.1.model.3…, CRD.md §5.3) in the order PyTorch lists them and
+// (model.model.1.model.3…, docs/crd.md §5.3) in the order PyTorch lists them and
 // packs the set.
 func NewUnetGenerator(be tensor.Backend, c UnetConfig) (*UnetGenerator, error) {
 	if err := c.Validate(); err != nil {
@@ -146,7 +146,7 @@ func (g *UnetGenerator) Forward(tp *nn.Tape, x *nn.Var) *nn.Var {
 // level is UnetSkipConnectionBlock.forward of level l. The reference's
 // down-path LeakyReLU is in-place, so its skip half holds LReLU(x); that half
 // only feeds the parent's ReLU and ReLU∘LReLU = ReLU (values and derivative),
-// so concatenating x itself is the same network (CRD.md §5.3).
+// so concatenating x itself is the same network (docs/crd.md §5.3).
 func (g *UnetGenerator) level(tp *nn.Tape, l int, x *nn.Var) *nn.Var {
 	lv := g.levels[l]
 	if l == 0 {

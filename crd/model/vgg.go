@@ -8,13 +8,13 @@ import (
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
-// VGG16 is torchvision's vgg16().features[0:23] (CRD.md §5.6): ten 3×3 convs
+// VGG16 is torchvision's vgg16().features[0:23] (docs/crd.md §5.6): ten 3×3 convs
 // with bias and ReLU, max-pooling after relu1_2, relu2_2 and relu3_3, ending at
 // relu4_3. Parameters are named features.{0,2,5,7,10,12,14,17,19,21}.{weight,
 // bias} as in torchvision's file. It has no batch norm; SetTraining is a no-op.
 //
 // The perceptual terms feed it (x+1)/2 of a [−1,1] image, without ImageNet
-// normalisation (CRD.md §3): Features takes whatever features[0] receives.
+// normalisation (docs/crd.md §3): Features takes whatever features[0] receives.
 type VGG16 struct {
 	ps    *nn.ParamSet
 	convs []*nn.Conv2d

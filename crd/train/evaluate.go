@@ -20,7 +20,7 @@ import (
 )
 
 // FIDNet is Inception-v3 as pytorch-fid uses it: (N,2048) pool features of
-// images in [0, 1] (CRD.md §5.7).
+// images in [0, 1] (docs/crd.md §5.7).
 type FIDNet interface {
 	Features(tp *nn.Tape, x01 *nn.Var) *nn.Var
 }
@@ -86,7 +86,7 @@ type EvalResult struct {
 	RealStats string `json:"real_stats,omitempty"`
 }
 
-// Evaluator measures generators on a recipe's evaluation set (CRD.md §7).
+// Evaluator measures generators on a recipe's evaluation set (docs/crd.md §7).
 type Evaluator struct {
 	be        tensor.Backend
 	log       *zap.Logger
@@ -160,7 +160,7 @@ func DatasetDir(root string, r Recipe) (string, error) {
 			return "", fmt.Errorf("dataset %q: %s is a file, not a folder (want the dataset's folder under --data-root %s)", r.Data.Dataset, p, root)
 		}
 	}
-	return "", fmt.Errorf("dataset %q not found under %s (download it as CRD.md §6 says, or pass --data-root)", r.Data.Dataset, root)
+	return "", fmt.Errorf("dataset %q not found under %s (download it as docs/crd.md §6 says, or pass --data-root)", r.Data.Dataset, root)
 }
 
 // NewEvaluator prepares the evaluation of recipe r. inception may be nil:

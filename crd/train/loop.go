@@ -417,7 +417,7 @@ func (lp *loop) evaluate(what string) error {
 
 // endEpoch handles the end of a loader epoch: the schedule's evaluations,
 // checkpoints and, in CycleGAN, the switches between teacher epochs and
-// student rounds (CRD.md §4.2).
+// student rounds (docs/crd.md §4.2).
 func (lp *loop) endEpoch(l *data.Loader) error {
 	t := lp.t
 	s := t.rec.Schedule

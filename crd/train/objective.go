@@ -8,7 +8,7 @@ import (
 	"github.com/crdgo/crdgo/crd/tensor"
 )
 
-// GANMode is the adversarial loss (CRD.md §2, GANLoss).
+// GANMode is the adversarial loss (docs/crd.md §2, GANLoss).
 type GANMode string
 
 const (
@@ -51,7 +51,7 @@ func ganGen(tp *nn.Tape, mode GANMode, p *nn.Var) *nn.Var {
 	return nn.MSEToConst(tp, p, 1)
 }
 
-// CRDKind selects the CRD combination (CRD.md §1.3).
+// CRDKind selects the CRD combination (docs/crd.md §1.3).
 type CRDKind int
 
 const (
@@ -122,13 +122,13 @@ func grow(b []float32, n int) []float32 {
 }
 
 // FeatureNet is a frozen VGG16: the four taps relu1_2, relu2_2, relu3_3 and
-// relu4_3 of images in [0, 1] (CRD.md §3, §5.6).
+// relu4_3 of images in [0, 1] (docs/crd.md §3, §5.6).
 type FeatureNet interface {
 	Features(tp *nn.Tape, x *nn.Var) [4]*nn.Var
 }
 
 // perceptual returns the VGG style and feature terms of the student output s
-// against the teacher output t, both in [−1, 1] (CRD.md §3):
+// against the teacher output t, both in [−1, 1] (docs/crd.md §3):
 //
 //	style   = 1e4 · Σ_l mean|Gr(φ_l(S)) − Gr(φ_l(T))|,  Gr(φ) = F·Fᵀ/(c·h·w) per image
 //	feature = 10 · mean|φ2(S) − φ2(T)|

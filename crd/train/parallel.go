@@ -28,7 +28,7 @@ type GradSync interface {
 
 // share is a rank's part of the global-batch loss (docs/crd.md, "Data-parallel
 // training"): a term that is a mean over the batch is weighted b_r/B, a term
-// that is a sum over the images of the batch (the CRD terms, CRD.md §9 D10 and
+// that is a sum over the images of the batch (the CRD terms, docs/crd.md §9 D10 and
 // D11) is taken as it is. Summed over the ranks, the shares' gradients are the
 // gradient one process computes on the global batch. A placeholder rank (an
 // empty part) has both weights 0.

@@ -19,12 +19,12 @@ import (
 type Mode string
 
 const (
-	Pix2Pix  Mode = "pix2pix"  // paired data, conditional D, hinge + L1 (CRD.md §2, §4.1)
-	CycleGAN Mode = "cyclegan" // unpaired data, two G and two D, rounds (CRD.md §2, §4.2)
+	Pix2Pix  Mode = "pix2pix"  // paired data, conditional D, hinge + L1 (docs/crd.md §2, §4.1)
+	CycleGAN Mode = "cyclegan" // unpaired data, two G and two D, rounds (docs/crd.md §2, §4.2)
 )
 
 // Recipe is a training recipe: what the paper's scripts fix per dataset
-// (CRD.md §6), as YAML. Run-time settings (paths, logging) are in Config.
+// (docs/crd.md §6), as YAML. Run-time settings (paths, logging) are in Config.
 type Recipe struct {
 	Name        string `yaml:"name"`
 	Description string `yaml:"description"`
@@ -32,7 +32,7 @@ type Recipe struct {
 	// (cityscapes): crdgo's extension, labelled as such wherever shown.
 	Extrapolation bool   `yaml:"extrapolation"`
 	Mode          Mode   `yaml:"mode"`
-	Compat        string `yaml:"compat"` // intended (default) or official (CRD.md §0, §9)
+	Compat        string `yaml:"compat"` // intended (default) or official (docs/crd.md §0, §9)
 	Seed          uint64 `yaml:"seed"`
 
 	Data          DataRecipe `yaml:"data"`
@@ -44,7 +44,7 @@ type Recipe struct {
 	Eval          EvalRecipe `yaml:"eval"`
 }
 
-// DataRecipe names the dataset and its preprocessing (CRD.md §4.3).
+// DataRecipe names the dataset and its preprocessing (docs/crd.md §4.3).
 type DataRecipe struct {
 	Dataset   string   `yaml:"dataset"`   // folder under the data root
 	Aliases   []string `yaml:"aliases"`   // other folder names accepted (summer2winter_yosemite, §9 D16)
@@ -75,7 +75,7 @@ type SynthRecipe struct {
 	Seed  uint64 `yaml:"seed"`
 }
 
-// NetSpec is a network of the recipe (CRD.md §5).
+// NetSpec is a network of the recipe (docs/crd.md §5).
 type NetSpec struct {
 	Arch   string `yaml:"arch"`   // mobile_resnet_9blocks, resnet_9blocks, unet_256 (generators); patchgan (D)
 	NGF    int    `yaml:"ngf"`    // generator width
@@ -86,7 +86,7 @@ type NetSpec struct {
 	Norm   string `yaml:"norm"`   // instance or batch
 }
 
-// LossRecipe holds the loss weights (CRD.md §2, §3).
+// LossRecipe holds the loss weights (docs/crd.md §2, §3).
 type LossRecipe struct {
 	GANMode GANMode `yaml:"gan_mode"` // lsgan (CycleGAN) or hinge (pix2pix)
 	// pix2pix teacher: λ_recon·L1 + λ_gan·GAN.
@@ -98,7 +98,7 @@ type LossRecipe struct {
 	Identity float64 `yaml:"lambda_identity"`
 	PoolSize int     `yaml:"pool_size"`
 	// Student: CRD patch size, VGG style and feature weights, the factor both
-	// are multiplied by (2 in pix2pix, CRD.md §3), and the weight of the GAN
+	// are multiplied by (2 in pix2pix, docs/crd.md §3), and the weight of the GAN
 	// term through the frozen teacher D (1 in CycleGAN; pix2pix: 0, an
 	// experiment flag).
 	Patch            int     `yaml:"crd_patch"`
@@ -114,7 +114,7 @@ type LossRecipe struct {
 	OutputL1 float64 `yaml:"output_l1"`
 }
 
-// Schedule is the optimisation schedule (CRD.md §4).
+// Schedule is the optimisation schedule (docs/crd.md §4).
 type Schedule struct {
 	Batch          int     `yaml:"batch"`
 	Epochs         int     `yaml:"epochs"`          // nepochs at the initial rate
@@ -127,7 +127,7 @@ type Schedule struct {
 	Beta2          float64 `yaml:"beta2"`
 }
 
-// EvalRecipe says how results are measured (CRD.md §7).
+// EvalRecipe says how results are measured (docs/crd.md §7).
 type EvalRecipe struct {
 	// RealStats is the file name of the real statistics (GAN Compression's
 	// real_stat/<dataset>_<side>.npz); when absent they are computed from the
@@ -265,7 +265,7 @@ func (r Recipe) Validate() error {
 	case "AtoB":
 	case "BtoA":
 		if r.Mode == CycleGAN {
-			bad("data.direction", `"BtoA"`, `"AtoB" for cyclegan (the reference's BtoA cannot work, CRD.md §9 D6; swap the A and B folders instead)`)
+			bad("data.direction", `"BtoA"`, `"AtoB" for cyclegan (the reference's BtoA cannot work, docs/crd.md §9 D6; swap the A and B folders instead)`)
 		}
 	default:
 		bad("data.direction", fmt.Sprintf("%q", d.Direction), `"AtoB" or "BtoA"`)
@@ -363,7 +363,7 @@ func (s Schedule) TotalEpochs() int { return s.Epochs + s.DecayEpochs }
 
 // LRFactor is the linear policy's multiplier for epoch e (1-based): constant
 // for e ≤ nepochs, then down to 1/(decay+1) at the last epoch, never 0
-// (CRD.md §4.3).
+// (docs/crd.md §4.3).
 func (s Schedule) LRFactor(e int) float64 {
 	return 1 - float64(max(0, e-s.Epochs))/float64(s.DecayEpochs+1)
 }

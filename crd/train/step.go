@@ -9,7 +9,7 @@ import (
 	"github.com/crdgo/crdgo/crd/nn"
 )
 
-// Phase is where a CycleGAN run is in its round structure (CRD.md §4.2).
+// Phase is where a CycleGAN run is in its round structure (docs/crd.md §4.2).
 type Phase string
 
 const (
@@ -38,7 +38,7 @@ func (t *Trainer) input(x []float32, b *data.Batch) *nn.Var {
 }
 
 // Step runs one training step on the batch at the trainer's position in its
-// schedule: a pix2pix step (D, teacher and student, CRD.md §4.1), or in a
+// schedule: a pix2pix step (D, teacher and student, docs/crd.md §4.1), or in a
 // CycleGAN run a teacher step or a student step (§4.2).
 //
 // b is this rank's part of the step's global batch (b.N of b.Total examples,
@@ -106,7 +106,7 @@ func (t *Trainer) record(l Losses, name string, v *nn.Var, w float32) {
 	l[name] = t.scalar(v) * float64(w)
 }
 
-// stepPix2Pix is CRD.md §4.1: zero all gradients; T = G_T(a), S = G_S(a);
+// stepPix2Pix is docs/crd.md §4.1: zero all gradients; T = G_T(a), S = G_S(a);
 // every n_dis steps, the D loss on (a, T detached) and (a, b) and the teacher
 // loss through the pre-update D; the student loss against T detached (the
 // pre-update teacher output). All three gradients come from the same
@@ -161,7 +161,7 @@ func (t *Trainer) stepPix2Pix(ss *stepSync, b, part *data.Batch, sh share) (Loss
 	return losses, nil
 }
 
-// studentLoss is CRD.md §3: the CRD term of S against the detached teacher
+// studentLoss is docs/crd.md §3: the CRD term of S against the detached teacher
 // output T, the VGG style and feature terms when a VGG is loaded, and the GAN
 // term through the frozen discriminator d when its weight is > 0
 // (conditional on a in pix2pix); plus the recipe's output L1 term, if any
@@ -198,7 +198,7 @@ func (t *Trainer) studentLoss(tp *nn.Tape, a, S, T *nn.Var, d interface {
 	return l
 }
 
-// stepCycleTeacher is one CycleGAN teacher step (CRD.md §2, §4.2): with D_A
+// stepCycleTeacher is one CycleGAN teacher step (docs/crd.md §2, §4.2): with D_A
 // and D_B frozen, the generators' loss (GAN + cycle + identity) and an Adam
 // step of G_A and G_B; then the discriminators' losses on real images and on
 // the image pools' fakes (computed before the generator update) and an Adam
@@ -266,7 +266,7 @@ func (t *Trainer) stepCycleTeacher(ss *stepSync, b, part *data.Batch, sh share) 
 	return losses, nil
 }
 
-// stepCycleStudent is one student step of a CycleGAN round (CRD.md §3, §4.2):
+// stepCycleStudent is one student step of a CycleGAN round (docs/crd.md §3, §4.2):
 // T = best G_A(a), detached; S = G_S(a); the student loss with the GAN term
 // through D_A, frozen for the whole round; an Adam step of G_S only.
 func (t *Trainer) stepCycleStudent(ss *stepSync, b *data.Batch, sh share) (Losses, error) {

@@ -1,5 +1,5 @@
 // Package train is CRD's trainer: the teachers' objectives and the student's
-// (CRD.md §2, §3), the step orders of pix2pix and CycleGAN distillation
+// (docs/crd.md §2, §3), the step orders of pix2pix and CycleGAN distillation
 // (§4.1, §4.2), recipes, checkpoints, evaluation and reports. One Step
 // computes a phase's gradients, hands each phase's flat gradient buffer to a
 // GradSync hook (a no-op in one process; the distributed system sums buffers

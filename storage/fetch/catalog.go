@@ -1,6 +1,6 @@
 // Package fetch downloads the public datasets of the CRD paper, as the reference
 // download scripts do, and unpacks them into the layouts the recipes read
-// (CRD.md §6): a resumable download (HTTP Range) from the first source that
+// (docs/crd.md §6): a resumable download (HTTP Range) from the first source that
 // answers, size and SHA-256 checks where they are known, and an unpacking that
 // refuses path traversal, links and devices and caps files and bytes (zip and tar
 // bombs), into a staging folder renamed into place only when complete.
@@ -27,7 +27,7 @@ type Dataset struct {
 	// Links are made after unpacking, name → target (the reference script links
 	// valA → testA), relative to the dataset's folder.
 	Links map[string]string
-	// Counts are the files per split as reported (CRD.md §6); a difference is
+	// Counts are the files per split as reported (docs/crd.md §6); a difference is
 	// reported, not an error (the counts of some splits were not re-checked).
 	Counts map[string]int
 	// Size and SHA256 of the archive, checked when not zero. Unknown here for the
@@ -63,7 +63,7 @@ func cyclegan(name string, counts map[string]int, aliases ...string) Dataset {
 	}
 }
 
-// Catalog lists the datasets fetch knows, in the order of CRD.md §6.
+// Catalog lists the datasets fetch knows, in the order of docs/crd.md §6.
 func Catalog() []Dataset {
 	return []Dataset{
 		cyclegan("horse2zebra", map[string]int{"trainA": 1067, "trainB": 1334, "testA": 120, "testB": 140}),
@@ -94,7 +94,7 @@ func Catalog() []Dataset {
      and colour label map to 256×256 and writes DATA/cityscapes/train (2,975) and
      DATA/cityscapes/val (500) as A = photo | B = label, plus the table for mIoU
      (datasets/table.txt).
-The cityscapes recipe is crdgo's extrapolation (it is not in the CRD release; CRD.md §6).`,
+The cityscapes recipe is crdgo's extrapolation (it is not in the CRD release; docs/crd.md §6).`,
 		},
 	}
 }
