@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -200,5 +201,23 @@ func stoppedWorker(t *testing.T, after string) {
 	}
 	if stopped.ProcessState == nil {
 		t.Errorf("the stopped worker (pid %d) was not reaped", stopped.Process.Pid)
+	}
+}
+
+func TestParseCounts(t *testing.T) {
+	got, err := ParseCounts("2, 4,1K,10M", "--floats")
+	if err != nil || !slices.Equal(got, []int{2, 4, 1_000, 10_000_000}) {
+		t.Fatalf("ParseCounts = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "0", "-2", "1G", "x"} {
+		if _, err := ParseCounts(bad, "--floats"); err == nil || !strings.Contains(err.Error(), "--floats") {
+			t.Errorf("ParseCounts(%q) = %v, want an error naming --floats", bad, err)
+		}
+	}
+	if _, err := ParseModes("goroutines,threads", "--modes"); err == nil || !strings.Contains(err.Error(), "threads") {
+		t.Errorf("ParseModes accepted threads: %v", err)
+	}
+	if HumanFloats(25_000_000) != "25M" || HumanFloats(3_000) != "3K" || HumanFloats(7) != "7" {
+		t.Error("HumanFloats")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,13 +8,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/crdgo/crdgo/allreduce"
 	"github.com/crdgo/crdgo/allreduce/ringbench"
+	"github.com/crdgo/crdgo/bench"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 )
@@ -101,19 +99,10 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 	if f.full {
 		f.ranks, f.floats, f.modes = "2,4,8", "1M,10M,25M", "goroutines,processes"
 	}
-	ranks, errR := parseInts(f.ranks, "--ranks")
-	floats, errF := parseInts(f.floats, "--floats")
+	ranks, errR := ringbench.ParseCounts(f.ranks, "--ranks")
+	floats, errF := ringbench.ParseCounts(f.floats, "--floats")
 	kinds, errK := ringbench.ParseKinds(f.transports)
-	var modes []ringbench.Mode
-	var errM error
-	for _, m := range strings.Split(f.modes, ",") {
-		switch mode := ringbench.Mode(strings.TrimSpace(m)); mode {
-		case ringbench.Goroutines, ringbench.Processes:
-			modes = append(modes, mode)
-		default:
-			errM = fmt.Errorf("--modes: %q, want goroutines or processes", m)
-		}
-	}
+	modes, errM := ringbench.ParseModes(f.modes, "--modes")
 	for _, err := range []error{errR, errF, errK, errM} {
 		if err != nil {
 			return err
@@ -136,158 +125,11 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 		dieWithParent(c)
 		return c
 	}
-
-	fmt.Fprintf(out, "crdgo bench allreduce: ring allreduce, median of %d runs after %d warm-up\n", f.runs, f.warmup)
-	fmt.Fprintf(out, "machine: %s\n", machine())
-	fmt.Fprintf(out, "frames: %d B payload + %d B header; NATS: %d lanes, window %d frames per lane; load average at start %s\n\n",
-		f.chunkBytes, allreduce.HeaderSize, f.lanes, f.window, loadAverage())
-	// Rows are printed as they are measured: the full matrix takes minutes.
-	const row = "%-10s %2v %6s %-12s %9s %10s %10s %6s %6s\n"
-	fmt.Fprintf(out, row, "mode", "N", "floats", "transport", "median ms", "algbw GB/s", "busbw GB/s", "vs tcp", "vs raw")
-	var overlaps []ringbench.Result
-	for _, mode := range modes {
-		for _, n := range ranks {
-			for _, nf := range floats {
-				var tcp, raw float64
-				for _, k := range kinds {
-					if k == ringbench.NATSInProc && mode == ringbench.Processes {
-						continue
-					}
-					s := ringbench.Series{
-						Kind: k, Mode: mode, World: n, Floats: nf, Runs: f.runs, Warmup: f.warmup,
-						Reducer: allreduce.Config{RingTimeout: f.timeout, ChunkBytes: f.chunkBytes},
-						Window:  f.window, Lanes: f.lanes,
-					}
-					r, err := ringbench.Run(ctx, s, spawn, log)
-					if err != nil && ctx.Err() != nil {
-						return fmt.Errorf("bench allreduce: interrupted; the workers were stopped")
-					}
-					if err != nil {
-						return err
-					}
-					bus := r.BusBW()
-					switch k {
-					case ringbench.TCP:
-						tcp = bus
-					case ringbench.Raw:
-						raw = bus
-					}
-					fmt.Fprintf(out, row, mode, n, humanFloats(nf), k, millis(r.Median()),
-						fmt.Sprintf("%.3f", r.AlgBW()/1e9), fmt.Sprintf("%.3f", bus/1e9), ratio(bus, tcp), ratio(bus, raw))
-					if f.overlap && k != ringbench.Raw {
-						// T_ar, T_c and T_both all come from this second run.
-						d := f.compute
-						if d == 0 {
-							d = r.Median()
-						}
-						s.Compute = ringbench.CalibrateCompute(d)
-						o, err := ringbench.Run(ctx, s, spawn, log)
-						if err != nil {
-							return err
-						}
-						overlaps = append(overlaps, o)
-					}
-				}
-			}
-		}
+	m := ringbench.Matrix{
+		Modes: modes, Worlds: ranks, Floats: floats, Kinds: kinds, Runs: f.runs, Warmup: f.warmup,
+		Reducer: allreduce.Config{RingTimeout: f.timeout, ChunkBytes: f.chunkBytes},
+		Window:  f.window, Lanes: f.lanes, Overlap: f.overlap, Compute: f.compute,
+		Machine: fmt.Sprintf("%s (GOMAXPROCS %d, %s)", bench.Machine(), runtime.GOMAXPROCS(0), runtime.Version()),
 	}
-	if len(overlaps) > 0 {
-		what := "as long as the allreduce alone"
-		if f.compute > 0 {
-			what = f.compute.String()
-		}
-		fmt.Fprintf(out, "\noverlap: a CPU-bound loop, calibrated to %s on one idle core, runs beside each allreduce\n", what)
-		const orow = "%-10s %2v %6s %-12s %12s %10s %8s %10s\n"
-		fmt.Fprintf(out, orow, "mode", "N", "floats", "transport", "allreduce ms", "compute ms", "both ms", "efficiency")
-		for _, r := range overlaps {
-			fmt.Fprintf(out, orow, r.Mode, r.World, humanFloats(r.Floats), r.Kind, millis(r.Median()),
-				millis(median(r.Compute)), millis(median(r.Both)),
-				fmt.Sprintf("%.2f", r.OverlapEfficiency()))
-		}
-	}
-	fmt.Fprintf(out, "\nload average at end %s (busbw = algbw x 2(N-1)/N; efficiency = (T_ar + T_c - T_both) / min(T_ar, T_c))\n", loadAverage())
-	return nil
-}
-
-func median(d []time.Duration) time.Duration {
-	r := ringbench.Result{Times: d}
-	return r.Median()
-}
-
-// millis prints d in milliseconds, with three decimals below 10 ms (latency rows).
-func millis(d time.Duration) string {
-	ms := d.Seconds() * 1e3
-	if ms < 10 {
-		return fmt.Sprintf("%.3f", ms)
-	}
-	return fmt.Sprintf("%.1f", ms)
-}
-
-func ratio(x, base float64) string {
-	if base == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", x/base)
-}
-
-// parseInts parses "2,4,8" or "1M,10M" (K = 1e3, M = 1e6).
-func parseInts(s, flag string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		mul := 1
-		switch {
-		case strings.HasSuffix(f, "K"), strings.HasSuffix(f, "k"):
-			mul, f = 1_000, f[:len(f)-1]
-		case strings.HasSuffix(f, "M"), strings.HasSuffix(f, "m"):
-			mul, f = 1_000_000, f[:len(f)-1]
-		}
-		v, err := strconv.Atoi(f)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("%s: %q is not a positive count", flag, f)
-		}
-		out = append(out, v*mul)
-	}
-	return out, nil
-}
-
-func humanFloats(n int) string {
-	switch {
-	case n%1_000_000 == 0:
-		return fmt.Sprintf("%dM", n/1_000_000)
-	case n%1_000 == 0:
-		return fmt.Sprintf("%dK", n/1_000)
-	}
-	return strconv.Itoa(n)
-}
-
-// machine names the CPU and what Go sees of it.
-func machine() string {
-	model := "unknown CPU"
-	if fh, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(fh)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-		fh.Close()
-	}
-	return fmt.Sprintf("%s, %d cores (GOMAXPROCS %d), %s/%s, %s", model, runtime.NumCPU(), runtime.GOMAXPROCS(0),
-		runtime.GOOS, runtime.GOARCH, runtime.Version())
-}
-
-// loadAverage is the 1/5/15-minute load average: other work on the machine
-// shows here, and in the numbers.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	fields := strings.Fields(string(b))
-	if len(fields) < 3 {
-		return "unknown"
-	}
-	return strings.Join(fields[:3], " ")
+	return m.Run(ctx, out, spawn, log)
 }
