@@ -2,8 +2,13 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,6 +101,11 @@ func (s *timedSync) SumInPlace(ctx context.Context, step uint64, phase string, b
 	start := time.Now()
 	err := s.GradSync.SumInPlace(ctx, step, phase, buf)
 	end := time.Now()
+	if strings.HasPrefix(phase, "eval") {
+		// The run's closing evaluation shares the last step's number but is
+		// not part of its time (StepInfo.Sync).
+		return err
+	}
 	s.rec.mu.Lock()
 	s.rec.ops[s.rank] = append(s.rec.ops[s.rank], opTime{step, start, end})
 	s.rec.mu.Unlock()
@@ -181,4 +191,90 @@ func RunDataParallel(ctx context.Context, cfg DataParallelConfig, log *zap.Logge
 	var err error
 	res.PeakRSS, err = PeakRSS()
 	return res, err
+}
+
+// DataParallelTable is `crdgo bench dataparallel`: the step of Recipe timed in
+// fresh worker processes, one worker with one thread and two workers with one
+// thread each over every transport, Repeats processes per configuration run
+// alternately, printed as a markdown table with the scaling efficiency.
+type DataParallelTable struct {
+	Recipe     train.Recipe
+	DataRoot   string
+	Transports []string
+	Backend    string
+	Coretype   string // OPENBLAS_CORETYPE: auto, keep or a name (OpenBLASCoretype)
+	Steps      int
+	Warmup     int
+	Repeats    int
+	// Worker makes the command of one worker process, which prints one
+	// DataParallelResult as JSON on stdout.
+	Worker func(ctx context.Context, nodes int, transport string) *exec.Cmd
+}
+
+// Run measures the table and prints it to w.
+func (t DataParallelTable) Run(ctx context.Context, w io.Writer) error {
+	type conf struct {
+		nodes     int
+		transport string
+	}
+	confs := []conf{{1, "nats"}}
+	for _, tr := range t.Transports {
+		confs = append(confs, conf{2, tr})
+	}
+	coretype, says := OpenBLASCoretype(t.Coretype)
+	loadStart := LoadAverage()
+	results := make([]DataParallelResult, len(confs))
+	for rep := range t.Repeats {
+		for i, c := range confs {
+			cmd := t.Worker(ctx, c.nodes, c.transport)
+			cmd.Env = append(os.Environ(), ThreadEnv(c.nodes)...)
+			if coretype != "" {
+				cmd.Env = append(cmd.Env, "OPENBLAS_CORETYPE="+coretype)
+			}
+			var errb strings.Builder
+			cmd.Stderr = &errb
+			out, err := cmd.Output()
+			if err != nil {
+				return fmt.Errorf("bench dataparallel: %d workers over %s: %w\n%s", c.nodes, c.transport, err, errb.String())
+			}
+			var r DataParallelResult
+			if err := json.Unmarshal(out, &r); err != nil {
+				return fmt.Errorf("bench dataparallel: %d workers over %s: decode %q: %w", c.nodes, c.transport, out, err)
+			}
+			if rep == 0 {
+				results[i] = r
+			} else {
+				results[i].Merge(r)
+			}
+		}
+	}
+	fmt.Fprintf(w, "machine: %s; load average %s at start, %s at end\n%s\n", Machine(), loadStart, LoadAverage(), says)
+	fmt.Fprintf(w, "step: recipe %s (%s), global batch %d; one compute thread per worker; %d timed steps after %d warm-up per process, %d processes per configuration run alternately; medians over all their timed steps\n\n",
+		t.Recipe.Name, t.Recipe.Description, t.Recipe.Schedule.Batch, t.Steps, t.Warmup, t.Repeats)
+	fmt.Fprintln(w, "| workers | transport | samples/s | step ms | compute ms | allreduce ms | waiting ms | data ms | scaling | peak RSS |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	base := results[0].SamplesPerSecond()
+	for _, r := range results {
+		scaling := "–"
+		if r.Nodes > 1 {
+			scaling = fmt.Sprintf("%.2f", r.SamplesPerSecond()/(float64(r.Nodes)*base))
+		}
+		fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %s | %s |\n", r.Nodes, r.Transport, r.SamplesPerSecond(),
+			Median(r.Step), Median(r.Compute), Median(r.Allreduce), Median(r.Wait), Median(r.Data), scaling, MiB(r.PeakRSS))
+	}
+	fmt.Fprintln(w, "\nscaling: samples/s on N workers over N times samples/s on 1 (1.00 is perfect)")
+	return nil
+}
+
+// LoadAverage is the 1/5/15-minute load average: other work on the machine
+// shows here, and in a benchmark's numbers.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	if f := strings.Fields(string(b)); len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -30,8 +29,17 @@ type Matrix struct {
 	// allreduce; Compute is the loop's length (0: as long as the allreduce).
 	Overlap bool
 	Compute time.Duration
-	// Machine names the computer in the header.
-	Machine string
+	// Machine names the computer in the header; LoadAverage, if set, reports
+	// the load on it at the start and the end (other work shows in the numbers).
+	Machine     string
+	LoadAverage func() string
+}
+
+func (m Matrix) load() string {
+	if m.LoadAverage == nil {
+		return "unknown"
+	}
+	return m.LoadAverage()
 }
 
 // Run measures the matrix, printing each row as it is measured (the full
@@ -40,7 +48,7 @@ func (m Matrix) Run(ctx context.Context, out io.Writer, spawn Spawner, log *zap.
 	fmt.Fprintf(out, "crdgo bench allreduce: ring allreduce, median of %d runs after %d warm-up\n", m.Runs, m.Warmup)
 	fmt.Fprintf(out, "machine: %s\n", m.Machine)
 	fmt.Fprintf(out, "frames: %d B payload + %d B header; NATS: %d lanes, window %d frames per lane; load average at start %s\n\n",
-		m.Reducer.ChunkBytes, allreduce.HeaderSize, m.Lanes, m.Window, LoadAverage())
+		m.Reducer.ChunkBytes, allreduce.HeaderSize, m.Lanes, m.Window, m.load())
 	const row = "%-10s %2v %6s %-12s %9s %10s %10s %6s %6s\n"
 	fmt.Fprintf(out, row, "mode", "N", "floats", "transport", "median ms", "algbw GB/s", "busbw GB/s", "vs tcp", "vs raw")
 	var overlaps []Result
@@ -103,7 +111,7 @@ func (m Matrix) Run(ctx context.Context, out io.Writer, spawn Spawner, log *zap.
 				fmt.Sprintf("%.2f", r.OverlapEfficiency()))
 		}
 	}
-	fmt.Fprintf(out, "\nload average at end %s (busbw = algbw x 2(N-1)/N; efficiency = (T_ar + T_c - T_both) / min(T_ar, T_c))\n", LoadAverage())
+	fmt.Fprintf(out, "\nload average at end %s (busbw = algbw x 2(N-1)/N; efficiency = (T_ar + T_c - T_both) / min(T_ar, T_c))\n", m.load())
 	return nil
 }
 
@@ -168,18 +176,4 @@ func ratio(x, base float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2f", x/base)
-}
-
-// LoadAverage is the 1/5/15-minute load average: other work on the machine
-// shows here, and in the numbers.
-func LoadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	fields := strings.Fields(string(b))
-	if len(fields) < 3 {
-		return "unknown"
-	}
-	return strings.Join(fields[:3], " ")
 }

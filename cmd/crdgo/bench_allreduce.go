@@ -129,7 +129,8 @@ func runBenchAllreduce(ctx context.Context, out io.Writer, g *globalFlags, f *be
 		Modes: modes, Worlds: ranks, Floats: floats, Kinds: kinds, Runs: f.runs, Warmup: f.warmup,
 		Reducer: allreduce.Config{RingTimeout: f.timeout, ChunkBytes: f.chunkBytes},
 		Window:  f.window, Lanes: f.lanes, Overlap: f.overlap, Compute: f.compute,
-		Machine: fmt.Sprintf("%s (GOMAXPROCS %d, %s)", bench.Machine(), runtime.GOMAXPROCS(0), runtime.Version()),
+		Machine:     fmt.Sprintf("%s (GOMAXPROCS %d, %s)", bench.Machine(), runtime.GOMAXPROCS(0), runtime.Version()),
+		LoadAverage: bench.LoadAverage,
 	}
 	return m.Run(ctx, out, spawn, log)
 }

@@ -128,57 +128,13 @@ func runBenchDP(ctx context.Context, w io.Writer, f *benchDPFlags, log *zap.Logg
 	if err != nil {
 		return err
 	}
-	type conf struct {
-		nodes     int
-		transport string
-	}
-	confs := []conf{{1, "nats"}}
-	for _, t := range transports {
-		confs = append(confs, conf{2, t})
-	}
-	coretype, says := bench.OpenBLASCoretype(f.coretype)
-	results := make([]bench.DataParallelResult, len(confs))
-	for rep := range f.repeats {
-		for i, c := range confs {
-			args := []string{"bench", "dataparallel", "--worker", "--log-level", "error", "--recipe", f.recipe, "--data-root", f.dataRoot,
-				"--nodes", strconv.Itoa(c.nodes), "--transport", c.transport, "--steps", strconv.Itoa(f.steps), "--warmup", strconv.Itoa(f.warmup),
-				"--backend", f.backend}
-			cmd := exec.CommandContext(ctx, self, args...)
-			cmd.Env = append(os.Environ(), bench.ThreadEnv(c.nodes)...)
-			if coretype != "" {
-				cmd.Env = append(cmd.Env, "OPENBLAS_CORETYPE="+coretype)
-			}
-			var errb strings.Builder
-			cmd.Stderr = &errb
-			out, err := cmd.Output()
-			if err != nil {
-				return fmt.Errorf("bench dataparallel: %d workers over %s: %w\n%s", c.nodes, c.transport, err, errb.String())
-			}
-			var r bench.DataParallelResult
-			if err := json.Unmarshal(out, &r); err != nil {
-				return fmt.Errorf("bench dataparallel: %d workers over %s: decode %q: %w", c.nodes, c.transport, out, err)
-			}
-			if rep == 0 {
-				results[i] = r
-			} else {
-				results[i].Merge(r)
-			}
-		}
-	}
-	fmt.Fprintf(w, "machine: %s\n%s\n", bench.Machine(), says)
-	fmt.Fprintf(w, "step: recipe %s (%s), global batch %d; one compute thread per worker; %d timed steps after %d warm-up per process, %d processes per configuration run alternately; medians over all their timed steps\n\n",
-		rec.Name, rec.Description, rec.Schedule.Batch, f.steps, f.warmup, f.repeats)
-	fmt.Fprintln(w, "| workers | transport | samples/s | step ms | compute ms | allreduce ms | waiting ms | data ms | scaling | peak RSS |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
-	base := results[0].SamplesPerSecond()
-	for _, r := range results {
-		scaling := "–"
-		if r.Nodes > 1 {
-			scaling = fmt.Sprintf("%.2f", r.SamplesPerSecond()/(float64(r.Nodes)*base))
-		}
-		fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %s | %s |\n", r.Nodes, r.Transport, r.SamplesPerSecond(),
-			bench.Median(r.Step), bench.Median(r.Compute), bench.Median(r.Allreduce), bench.Median(r.Wait), bench.Median(r.Data), scaling, bench.MiB(r.PeakRSS))
-	}
-	fmt.Fprintln(w, "\nscaling: samples/s on N workers over N times samples/s on 1 (1.00 is perfect)")
-	return nil
+	return bench.DataParallelTable{
+		Recipe: rec, DataRoot: f.dataRoot, Transports: transports, Backend: f.backend, Coretype: f.coretype,
+		Steps: f.steps, Warmup: f.warmup, Repeats: f.repeats,
+		Worker: func(ctx context.Context, nodes int, transport string) *exec.Cmd {
+			return exec.CommandContext(ctx, self, "bench", "dataparallel", "--worker", "--log-level", "error", "--recipe", f.recipe, "--data-root", f.dataRoot,
+				"--nodes", strconv.Itoa(nodes), "--transport", transport, "--steps", strconv.Itoa(f.steps), "--warmup", strconv.Itoa(f.warmup),
+				"--backend", f.backend)
+		},
+	}.Run(ctx, w)
 }
