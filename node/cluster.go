@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -245,6 +246,8 @@ type clusterNode struct {
 	spec coordinator.Spec
 	view view
 
+	stopping atomic.Bool // the node's ctx ended: it stops after an agreed step
+
 	mu      sync.Mutex
 	reducer *allreduce.Reducer
 	gen     uint64 // the generation being trained; 0: none yet
@@ -276,6 +279,9 @@ func (n *clusterNode) run(ctx context.Context) (res ClusterResult, err error) {
 	if j.Assignment != nil {
 		n.view.set(func(v *view) { v.assign = j.Assignment })
 	}
+
+	stopCtx := context.AfterFunc(ctx, func() { n.stopping.Store(true) })
+	defer stopCtx()
 
 	// Watch: heartbeats, assignments, committed steps, the job's end.
 	wctx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
@@ -457,6 +463,10 @@ func (n *clusterNode) onUpdate(u coordinator.Update) {
 	switch {
 	case u.Status == coordinator.Failed:
 		n.abort(fmt.Errorf("node %s: job %s failed: %s", n.cfg.ID, n.cfg.Job, u.Reason))
+	case u.Assignment != nil && gen != 0 && u.Assignment.Gen > gen && n.stopping.Load():
+		// The others are stopping too (Ctrl-C on crdgo cluster up): this
+		// node ends with them, after the step they agree on.
+		n.log.Info("generation opened while stopping", zap.Uint64("gen", u.Assignment.Gen), zap.Int("world", u.Assignment.World))
 	case u.Assignment != nil && gen != 0 && u.Assignment.Gen > gen:
 		n.abort(fmt.Errorf("node %s: generation %d opened (world %d, from step %d) while this node trained generation %d: "+
 			"rolling back to the committed step is not implemented yet (docs/cluster.md, \"Not yet\")",
