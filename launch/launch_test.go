@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -421,5 +423,62 @@ func TestNodeRefused(t *testing.T) {
 				t.Errorf("crdgo node (%s): %v\n%s\nwant an error saying %q\ncoordinators:\n%s\n%s", tt.name, err, out.String(), tt.want, c1.String(), c2.String())
 			}
 		})
+	}
+}
+
+// TestClusterUpInterrupt: Ctrl-C (SIGINT) on crdgo cluster up stops every
+// process of the cluster; while it runs, every node serves /metrics at the
+// address it gave the coordinator.
+func TestClusterUpInterrupt(t *testing.T) {
+	data, out := demoData(t), filepath.Join(t.TempDir(), "run")
+	var upOut output
+	up := child(t, &upOut, "cluster", "up", "--coordinators", "3", "--nodes", "2", "--out", out, "--recipe", "demo", "--data-root", data,
+		"--max-steps", "100000", "--checkpoint-every", "100000", "--threads", "1", "--ring-timeout", "1m")
+	var info Info
+	waitFor(t, 2*time.Minute, "cluster.json", func() (bool, error) {
+		select {
+		case <-up.done:
+			return false, fmt.Errorf("crdgo cluster up ended: %v\n%s", up.err, upOut.String())
+		default:
+		}
+		i, ok, err := readInfo(out)
+		info = i
+		return ok, err
+	})
+	nc := connect(t, info)
+	var st coordinator.Status
+	waitFor(t, 3*time.Minute, "step 3 committed", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		s, err := coordinator.RequestStatus(ctx, nc, info.Job, time.Second)
+		st = s
+		return err == nil && s.Committed >= 3, nil
+	})
+	for _, m := range st.Members {
+		resp, err := http.Get("http://" + m.Addr + "/metrics")
+		if err != nil {
+			t.Fatalf("node %s: GET /metrics on %q: %v", m.ID, m.Addr, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte("\ncrdgo_node_step ")) || !bytes.Contains(b, []byte("crdgo_node_world 2")) {
+			t.Fatalf("node %s: /metrics: %d, %v; want crdgo_node_step and crdgo_node_world 2 in:\n%.2000s", m.ID, resp.StatusCode, err, b)
+		}
+	}
+	if len(st.Members) != 2 {
+		t.Fatalf("members %v: want 2", st.Members)
+	}
+	start := time.Now()
+	if err := up.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := exited(t, up, time.Minute, "crdgo cluster up after SIGINT"); err != nil {
+		t.Errorf("crdgo cluster up after SIGINT: %v\n%s", err, upOut.String())
+	}
+	t.Logf("crdgo cluster up stopped %v after SIGINT", time.Since(start).Round(time.Millisecond))
+	for _, p := range info.Processes {
+		if !errors.Is(syscall.Kill(p.Pid, 0), syscall.ESRCH) {
+			t.Errorf("process %s (pid %d) outlived crdgo cluster up", p.Name, p.Pid)
+		}
 	}
 }
