@@ -196,9 +196,29 @@ func TestClusterEqualsLocal(t *testing.T) {
 	lout := t.TempDir()
 	tcfg := cfgs[0].Train
 	tcfg.OutDir, tcfg.MaxSteps, tcfg.CheckpointEvery, tcfg.Version = lout, steps, every, "test"
+	losses := map[int]train.Losses{} // the global batch's, by step, from rank 0
 	if _, err := RunLocal(ctx, LocalConfig{Train: tcfg, Nodes: nodes, Transport: "nats", Lanes: 2, Threads: nodes, Backend: equivBackend,
-		Allreduce: cfgs[0].Allreduce, Output: train.NewRunFolder(lout, nil, testLogger(t))}, testLogger(t)); err != nil {
+		Allreduce: cfgs[0].Allreduce, Output: train.NewRunFolder(lout, nil, testLogger(t)),
+		OnStep: func(rank int, _ *Worker, info train.StepInfo) error {
+			if rank == 0 {
+				losses[info.State.Step] = info.Losses
+			}
+			return nil
+		}}, testLogger(t)); err != nil {
 		t.Fatal(err)
+	}
+	// The coordinator's committed losses are the sums of the ranks' shares:
+	// the global batch's losses, up to the float32 sum in the ring.
+	for _, p := range st.History {
+		w := losses[int(p.Step)]
+		if len(w) == 0 || len(p.Losses) != len(w) {
+			t.Fatalf("step %d: committed losses %v; one process %v", p.Step, p.Losses, w)
+		}
+		for k, v := range w {
+			if d := math.Abs(p.Losses[k] - v); d > 1e-5*math.Max(1, math.Abs(v)) {
+				t.Errorf("step %d: committed %s = %g (summed shares); the global batch's is %g", p.Step, k, p.Losses[k], v)
+			}
+		}
 	}
 	want := manifestOf(t, filepath.Join(lout, "checkpoints", fmt.Sprintf("step-%08d", steps)))
 	if len(got.Files) != len(want.Files) {
