@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -237,6 +238,9 @@ func runClusterUp(cmd *cobra.Command, g *globalFlags, f *clusterUpFlags, log *za
 	rec, err := train.LoadRecipe(f.recipe)
 	if err != nil {
 		return fmt.Errorf("--recipe: %w", err)
+	}
+	if batch := cmp.Or(f.batch, rec.Schedule.Batch); f.nodes > batch {
+		return fmt.Errorf("--nodes %d: more nodes than the global batch of %d examples: want 1 to %d, or raise --batch", f.nodes, batch, batch)
 	}
 	bin, err := os.Executable()
 	if err != nil {
