@@ -78,6 +78,10 @@ type ClusterConfig struct {
 	// JoinTimeout bounds opening the ring with the other ranks once the
 	// assignment is known (0: 2 minutes): they may still be loading.
 	JoinTimeout time.Duration
+	// RejoinTimeout bounds the wait for the next generation after one ended
+	// early (a member left or timed out, a ring peer stopped answering); 0:
+	// 2 minutes. Without one the node stops with the error that ended it.
+	RejoinTimeout time.Duration
 	// WrapSync, when set, wraps the Reducer before the trainer gets it
 	// (instrumentation, fault injection in tests).
 	WrapSync func(s train.GradSync) train.GradSync
@@ -111,8 +115,8 @@ func (c ClusterConfig) Validate() error {
 	if c.Window < 0 || c.Window >= coordinator.MaxAhead {
 		errs = append(errs, fmt.Errorf("node.window: %d: want 0..%d (0: %d)", c.Window, coordinator.MaxAhead-1, defaultWindow))
 	}
-	if c.JoinTimeout < 0 {
-		errs = append(errs, fmt.Errorf("node.join_timeout: %v: want ≥ 0", c.JoinTimeout))
+	if c.JoinTimeout < 0 || c.RejoinTimeout < 0 {
+		errs = append(errs, fmt.Errorf("node.join_timeout %v, node.rejoin_timeout %v: want ≥ 0", c.JoinTimeout, c.RejoinTimeout))
 	}
 	if c.Allreduce != (allreduce.Config{}) {
 		if err := c.Allreduce.Validate(); err != nil {
@@ -153,6 +157,9 @@ func (c ClusterConfig) withDefaults() ClusterConfig {
 	}
 	if c.JoinTimeout == 0 {
 		c.JoinTimeout = 2 * time.Minute
+	}
+	if c.RejoinTimeout == 0 {
+		c.RejoinTimeout = 2 * time.Minute
 	}
 	if c.Host == "" {
 		h, err := os.Hostname()
@@ -248,9 +255,11 @@ type clusterNode struct {
 
 	stopping atomic.Bool // the node's ctx ended: it stops after an agreed step
 
-	mu      sync.Mutex
-	reducer *allreduce.Reducer
-	gen     uint64 // the generation being trained; 0: none yet
+	mu        sync.Mutex
+	reducer   *allreduce.Reducer
+	gen       uint64                  // the generation being trained; 0: none yet
+	cancelGen context.CancelCauseFunc // ends the collective operations of gen
+	assign    coordinator.Assignment  // gen's
 }
 
 func (n *clusterNode) run(ctx context.Context) (res ClusterResult, err error) {
@@ -306,9 +315,12 @@ func (n *clusterNode) run(ctx context.Context) (res ClusterResult, err error) {
 	if err != nil {
 		return res, err
 	}
-	res.Gen, res.Rank, res.World = a.Gen, a.Rank, a.World
 	sum, err := n.train(ctx, tcfg, a)
 	res.Summary = sum
+	n.mu.Lock()
+	last := n.assign
+	n.mu.Unlock()
+	res.Gen, res.Rank, res.World = last.Gen, last.Rank, last.World
 	if err != nil {
 		if ctx.Err() != nil {
 			n.leave(ctx)
@@ -468,9 +480,14 @@ func (n *clusterNode) onUpdate(u coordinator.Update) {
 		// node ends with them, after the step they agree on.
 		n.log.Info("generation opened while stopping", zap.Uint64("gen", u.Assignment.Gen), zap.Int("world", u.Assignment.World))
 	case u.Assignment != nil && gen != 0 && u.Assignment.Gen > gen:
-		n.abort(fmt.Errorf("node %s: generation %d opened (world %d, from step %d) while this node trained generation %d: "+
-			"rolling back to the committed step is not implemented yet (docs/cluster.md, \"Not yet\")",
-			n.cfg.ID, u.Assignment.Gen, u.Assignment.World, u.Assignment.Start, gen))
+		n.log.Info("generation opened: this one ends", zap.Uint64("gen", u.Assignment.Gen), zap.Int("world", u.Assignment.World),
+			zap.Uint64("from_step", u.Assignment.Start))
+		n.mu.Lock()
+		cancel := n.cancelGen
+		n.mu.Unlock()
+		if cancel != nil {
+			cancel(fmt.Errorf("generation %d opened (world %d, from step %d)", u.Assignment.Gen, u.Assignment.World, u.Assignment.Start))
+		}
 	}
 }
 
@@ -513,7 +530,7 @@ func (n *clusterNode) waitAssignment(ctx context.Context) (coordinator.Assignmen
 		return coordinator.Assignment{}, fmt.Errorf("node %s: job %s is %s before this node trained: %s", n.cfg.ID, n.cfg.Job, s.status, s.reason)
 	}
 	a := *s.assign
-	if err := checkAssignment(a, n.spec, n.cfg.ID); err != nil {
+	if err := checkAssignment(a, n.spec, n.cfg.ID, true); err != nil {
 		return a, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
 	return a, nil
@@ -521,9 +538,9 @@ func (n *clusterNode) waitAssignment(ctx context.Context) (coordinator.Assignmen
 
 // checkAssignment verifies that the generation is one this node can train:
 // the trainer's sampler cuts the global batch as coordinator.Split does, and
-// the node starts from step 1 (a node entering a running job would need the
-// committed state, which comes in a later round).
-func checkAssignment(a coordinator.Assignment, s coordinator.Spec, id string) error {
+// the node's first generation starts from step 1 (a node entering a running
+// job would need the committed state, which comes in a later round).
+func checkAssignment(a coordinator.Assignment, s coordinator.Spec, id string, first bool) error {
 	switch {
 	case a.World < 1 || a.Rank < 0 || a.Rank >= a.World || len(a.Ring) != a.World || len(a.Hosts) != a.World:
 		return fmt.Errorf("generation %d: rank %d of world %d with %d ring members and %d hosts", a.Gen, a.Rank, a.World, len(a.Ring), len(a.Hosts))
@@ -533,18 +550,20 @@ func checkAssignment(a coordinator.Assignment, s coordinator.Spec, id string) er
 		return fmt.Errorf("generation %d: global batch %d, the job's is %d", a.Gen, a.GlobalBatch, s.GlobalBatch)
 	case !slices.Equal(a.Split, coordinator.Split(s.GlobalBatch, a.World)):
 		return fmt.Errorf("generation %d: batch split %v, the trainer's sampler cuts %v", a.Gen, a.Split, coordinator.Split(s.GlobalBatch, a.World))
-	case a.Start != 1:
+	case first && a.Start != 1:
 		return fmt.Errorf("generation %d starts at step %d: entering a running job (from its committed state) is not implemented yet (docs/cluster.md, \"Not yet\")", a.Gen, a.Start)
 	}
 	return nil
 }
 
-// train builds the engine, trainer and Reducer of assignment a and runs the
-// trainer to the job's last step.
+// train builds the engine, trainer and Reducer and trains generation a, then
+// every generation that follows while this node is a rank of it: when a
+// generation ends before the job does (a member left or timed out, or a ring
+// peer stopped answering), the node rolls its trainer back to the snapshot of
+// the step the next generation starts after — the committed step — and
+// trains on in the new ring (docs/cluster.md, "Generations").
 func (n *clusterNode) train(ctx context.Context, tcfg train.Config, a coordinator.Assignment) (train.Summary, error) {
 	cfg := n.cfg
-	log := n.log.With(zap.Uint64("gen", a.Gen), zap.Int("rank", a.Rank))
-	n.met.assigned(a)
 	be := tensor.NewCPU(cfg.Backend, cfg.Threads)
 	var ext train.Extras
 	if cfg.Extras != nil {
@@ -554,7 +573,7 @@ func (n *clusterNode) train(ctx context.Context, tcfg train.Config, a coordinato
 		}
 	}
 	tcfg.Version = cfg.Version
-	tr, err := train.New(tcfg, be, ext, log)
+	tr, err := train.New(tcfg, be, ext, n.log)
 	if err != nil {
 		return train.Summary{}, err
 	}
@@ -572,54 +591,166 @@ func (n *clusterNode) train(ctx context.Context, tcfg train.Config, a coordinato
 		}
 		conns = append(conns, c)
 	}
-	tp, err := allreduce.NewNATS(conns, allreduce.DefaultNATSConfig(), log)
+	tp, err := allreduce.NewNATS(conns, allreduce.DefaultNATSConfig(), n.log)
 	if err != nil {
 		return train.Summary{}, err
 	}
-	rd, err := allreduce.New(tp, cfg.Allreduce, log)
+	rd, err := allreduce.New(tp, cfg.Allreduce, n.log)
 	if err != nil {
 		return train.Summary{}, err
 	}
 	n.mu.Lock()
-	n.reducer, n.gen = rd, a.Gen
+	n.reducer = rd
 	n.mu.Unlock()
 	defer rd.Close()
 	if s := n.view.snapshot(); s.abortErr != nil { // failed before the reducer was there to close
 		return train.Summary{}, s.abortErr
 	}
-	if err := n.joinRing(ctx, rd, a); err != nil {
-		return train.Summary{}, err
-	}
-
 	var gs train.GradSync = rd
 	if cfg.WrapSync != nil {
 		gs = cfg.WrapSync(gs)
 	}
-	rep := newReporter(n, a.Gen)
-	opt := train.RunOptions{Sync: gs, OnStep: func(info train.StepInfo) error { return n.onStep(ctx, tr, rep, info) }}
-	if a.Rank == 0 && cfg.Output != nil {
-		out, closeOut, err := cfg.Output()
-		if err != nil {
-			rep.close(time.Second)
-			return train.Summary{}, err
+	g := &genRun{tr: tr, rd: rd, sync: gs, snaps: []*train.Snapshot{tr.Snapshot()}}
+	defer func() {
+		if g.closeOut != nil {
+			g.closeOut()
 		}
-		defer closeOut()
-		opt.Output = &clusterOutput{Output: out, n: n, gen: a.Gen, ctx: ctx}
+	}()
+	for {
+		sum, err := n.trainGen(ctx, g, a)
+		if err == nil && sum.Steps >= tcfg.MaxSteps {
+			return sum, nil
+		}
+		if ctx.Err() != nil {
+			return sum, err
+		}
+		if s := n.view.snapshot(); s.abortErr != nil {
+			return sum, s.abortErr // the reason, rather than the closed Reducer it caused
+		}
+		if err == nil { // another rank was asked to stop, and every rank stopped with it
+			err = fmt.Errorf("node %s: the ring of generation %d stopped at step %d", cfg.ID, a.Gen, sum.Steps)
+		}
+		next, werr := n.nextGeneration(ctx, a, err)
+		if werr != nil {
+			return sum, werr
+		}
+		from := int(next.Start) - 1
+		i := slices.IndexFunc(g.snaps, func(s *train.Snapshot) bool { return s.Step() == from })
+		if i < 0 {
+			var have []int
+			for _, s := range g.snaps {
+				have = append(have, s.Step())
+			}
+			return sum, fmt.Errorf("node %s: generation %d starts after step %d, and this node kept the state of steps %v only", cfg.ID, next.Gen, from, have)
+		}
+		if err := tr.Restore(g.snaps[i]); err != nil {
+			return sum, err
+		}
+		g.snaps = g.snaps[:i+1]
+		g.lastSent = min(g.lastSent, uint64(from))
+		n.log.Info("rolled back to the committed step for the next generation", zap.Int("step", from), zap.Uint64("gen", next.Gen),
+			zap.Int("world", next.World), zap.Int("rank", next.Rank), zap.NamedError("ended_by", err))
+		a = next
 	}
-	log.Info("training", zap.Int("world", a.World), zap.Strings("ring", a.Ring), zap.Int("lo", a.Split[a.Rank].Lo), zap.Int("hi", a.Split[a.Rank].Hi))
-	sum, runErr := tr.Run(ctx, opt)
+}
+
+// genRun is what a node keeps across generations.
+type genRun struct {
+	tr       *train.Trainer
+	rd       *allreduce.Reducer
+	sync     train.GradSync
+	snaps    []*train.Snapshot // the committed step's state, then every later step's, ascending
+	out      train.Output      // rank 0's, once this node has been rank 0
+	closeOut func()
+	lastSent uint64 // the newest step whose checkpoint manifest was sent
+}
+
+// genSync runs every collective operation of one generation under that
+// generation's context: a new generation cancels it, so a step waiting on a
+// ring that no longer exists ends at once.
+type genSync struct {
+	train.GradSync
+	ctx context.Context
+}
+
+func (s genSync) SumInPlace(_ context.Context, step uint64, phase string, buf []float32) error {
+	return s.GradSync.SumInPlace(s.ctx, step, phase, buf)
+}
+
+// trainGen trains generation a until the job's last step or until the
+// generation ends.
+func (n *clusterNode) trainGen(ctx context.Context, g *genRun, a coordinator.Assignment) (train.Summary, error) {
+	cfg := n.cfg
+	log := n.log.With(zap.Uint64("gen", a.Gen), zap.Int("rank", a.Rank))
+	n.met.assigned(a)
+	gctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	n.mu.Lock()
+	n.gen, n.cancelGen, n.assign = a.Gen, cancel, a
+	n.mu.Unlock()
+	if s := n.view.snapshot(); s.assign != nil && s.assign.Gen > a.Gen {
+		return train.Summary{}, fmt.Errorf("node %s: generation %d is over already", cfg.ID, a.Gen)
+	}
+	if err := n.joinRing(ctx, g.rd, a); err != nil {
+		return train.Summary{}, err
+	}
+	rep := newReporter(n, a.Gen)
+	opt := train.RunOptions{Sync: genSync{GradSync: g.sync, ctx: gctx}, OnStep: func(info train.StepInfo) error { return n.onStep(ctx, g, rep, info) }}
+	if a.Rank == 0 && cfg.Output != nil {
+		if g.out == nil {
+			out, closeOut, err := cfg.Output()
+			if err != nil {
+				rep.close(time.Second)
+				return train.Summary{}, err
+			}
+			g.out, g.closeOut = out, closeOut
+		}
+		opt.Output = &clusterOutput{Output: g.out, n: n, g: g, gen: a.Gen, ctx: ctx}
+	}
+	log.Info("training", zap.Int("world", a.World), zap.Strings("ring", a.Ring), zap.Uint64("from_step", a.Start),
+		zap.Int("lo", a.Split[a.Rank].Lo), zap.Int("hi", a.Split[a.Rank].Hi))
+	sum, runErr := g.tr.Run(ctx, opt)
 	grace := time.Duration(0) // the reports of a finished run all go, however long the coordinator takes
-	if ctx.Err() != nil {
-		grace = 5 * time.Second // stopping: what the coordinator takes within this
+	if ctx.Err() != nil || runErr != nil {
+		grace = 5 * time.Second // stopping, or the generation is over: what the coordinator takes within this
 	}
 	repErr := rep.close(grace)
-	if s := n.view.snapshot(); s.abortErr != nil {
-		return sum, s.abortErr // the reason, rather than the closed Reducer it caused
-	}
 	if runErr != nil {
+		if cause := context.Cause(gctx); cause != nil {
+			runErr = fmt.Errorf("%w (%v)", cause, runErr)
+		}
 		return sum, fmt.Errorf("node %s (rank %d of generation %d): %w", cfg.ID, a.Rank, a.Gen, runErr)
 	}
 	return sum, repErr
+}
+
+// nextGeneration waits, after generation a ended early (why), for the
+// coordinator to open the next one with this node as a rank.
+func (n *clusterNode) nextGeneration(ctx context.Context, a coordinator.Assignment, why error) (coordinator.Assignment, error) {
+	n.log.Warn("generation ended before the job: waiting for the next", zap.Uint64("gen", a.Gen), zap.Error(why))
+	wctx, cancel := context.WithTimeout(ctx, n.cfg.RejoinTimeout)
+	defer cancel()
+	start := time.Now()
+	err := n.view.wait(wctx, 10*time.Second, func(s viewState) {
+		n.log.Info("waiting for the next generation", zap.Duration("for", time.Since(start).Round(time.Second)))
+	}, func(s viewState) bool {
+		return s.assign != nil && s.assign.Gen > a.Gen || s.abortErr != nil || s.watchErr != nil ||
+			s.status == coordinator.Done || s.status == coordinator.Failed
+	})
+	s := n.view.snapshot()
+	switch {
+	case s.abortErr != nil:
+		return coordinator.Assignment{}, s.abortErr
+	case err != nil:
+		return coordinator.Assignment{}, fmt.Errorf("%w; no next generation within %v", why, n.cfg.RejoinTimeout)
+	case s.assign == nil || s.assign.Gen <= a.Gen:
+		return coordinator.Assignment{}, fmt.Errorf("%w; then the job was %s %s", why, s.status, s.reason)
+	}
+	next := *s.assign
+	if err := checkAssignment(next, n.spec, n.cfg.ID, false); err != nil {
+		return next, fmt.Errorf("node %s: %w", n.cfg.ID, err)
+	}
+	return next, nil
 }
 
 // joinRing opens the ring of generation a, retrying while the other ranks
@@ -649,16 +780,27 @@ func (n *clusterNode) joinRing(ctx context.Context, rd *allreduce.Reducer, a coo
 // onStep runs after every step on the trainer's goroutine: it queues the
 // step's report (with a parameter checksum every ChecksumEvery steps) and
 // waits while the node is more than Window steps ahead of the committed step.
-func (n *clusterNode) onStep(ctx context.Context, tr *train.Trainer, rep *reporter, info train.StepInfo) error {
+func (n *clusterNode) onStep(ctx context.Context, g *genRun, rep *reporter, info train.StepInfo) error {
 	step := uint64(info.State.Step)
 	r := coordinator.Report{Gen: rep.gen, Step: step, Losses: map[string]float64(info.Share),
 		StepTime: info.Took.Seconds(), AllreduceTime: info.Sync.Seconds()}
 	if every := n.spec.ChecksumEvery; every > 0 && step%every == 0 {
-		r.Checksum = fmt.Sprintf("%016x", tr.Checksum())
+		r.Checksum = fmt.Sprintf("%016x", g.tr.Checksum())
 	}
 	n.met.stepped(step, info)
 	if err := rep.send(ctx, r); err != nil {
 		return err
+	}
+	// Keep this step's state until a later step is committed: a new
+	// generation starts after the committed step, and this node rolls back
+	// to it (ARCHITECTURE's double buffer, one snapshot per uncommitted step).
+	g.snaps = append(g.snaps, g.tr.Snapshot())
+	committed := n.view.snapshot().committed
+	if i := slices.IndexFunc(g.snaps, func(s *train.Snapshot) bool { return uint64(s.Step()) >= committed }); i > 0 {
+		if uint64(g.snaps[i].Step()) > committed {
+			i-- // keep the newest one at or before the committed step
+		}
+		g.snaps = slices.Delete(g.snaps, 0, i)
 	}
 	if step <= uint64(n.cfg.Window) {
 		return nil
@@ -668,7 +810,8 @@ func (n *clusterNode) onStep(ctx context.Context, tr *train.Trainer, rep *report
 		n.log.Warn("waiting for the coordinator to commit", zap.Uint64("step", step), zap.Uint64("committed", s.committed),
 			zap.Duration("for", time.Since(start).Round(time.Second)))
 	}, func(s viewState) bool {
-		return s.committed+uint64(n.cfg.Window) >= step || s.abortErr != nil || rep.failed() != nil
+		return s.committed+uint64(n.cfg.Window) >= step || s.abortErr != nil || rep.failed() != nil ||
+			s.assign != nil && s.assign.Gen > rep.gen
 	})
 	if err != nil && ctx.Err() != nil {
 		// Asked to stop: the trainer ends every rank after the same step
@@ -681,7 +824,14 @@ func (n *clusterNode) onStep(ctx context.Context, tr *train.Trainer, rep *report
 	if err := rep.failed(); err != nil {
 		return err
 	}
-	return n.view.snapshot().abortErr
+	s := n.view.snapshot()
+	if s.abortErr != nil {
+		return s.abortErr
+	}
+	if s.assign != nil && s.assign.Gen > rep.gen {
+		return fmt.Errorf("generation %d is over: generation %d opened", rep.gen, s.assign.Gen)
+	}
+	return nil
 }
 
 // waitDone waits, after the last step, until the coordinator has committed
@@ -801,10 +951,10 @@ func (r *reporter) close(grace time.Duration) error {
 // checkpoint exists only then); sample grids go to the live pages too.
 type clusterOutput struct {
 	train.Output
-	n    *clusterNode
-	gen  uint64
-	ctx  context.Context
-	last uint64 // the newest step whose manifest was sent
+	n   *clusterNode
+	g   *genRun // g.lastSent: the newest step whose manifest was sent
+	gen uint64
+	ctx context.Context
 }
 
 func (o *clusterOutput) Checkpoint(t *train.Trainer) (string, error) {
@@ -817,7 +967,7 @@ func (o *clusterOutput) Checkpoint(t *train.Trainer) (string, error) {
 		return dir, err
 	}
 	step := uint64(m.Step)
-	if step <= o.last {
+	if step <= o.g.lastSent {
 		// The schedule saved this step again (an epoch ended right after a
 		// periodic checkpoint): the coordinator keeps the first manifest.
 		o.n.log.Warn("checkpoint of a step already committed: the coordinator keeps the first manifest", zap.Uint64("step", step), zap.String("dir", dir))
@@ -832,7 +982,7 @@ func (o *clusterOutput) Checkpoint(t *train.Trainer) (string, error) {
 	if err := o.n.cl.CommitCheckpoint(ctx, o.gen, cm); err != nil {
 		return dir, fmt.Errorf("node %s: commit of checkpoint %s: %w", o.n.cfg.ID, dir, err)
 	}
-	o.last = step
+	o.g.lastSent = step
 	o.n.met.checkpoints.Inc()
 	o.n.log.Info("checkpoint sent for commit", zap.Uint64("step", step), zap.String("dir", dir))
 	return dir, nil

@@ -338,3 +338,150 @@ func TestClusterRefused(t *testing.T) {
 		})
 	}
 }
+
+// crashAt makes a node fail at the end of a step: in the step's last
+// collective operation (the losses, after every optimizer moved) it cancels
+// the node (which then leaves the job) and returns an error, as if the
+// process died. The other ranks have applied the step, which is not
+// committed: they must roll it back.
+type crashAt struct {
+	train.GradSync
+	step   uint64
+	cancel context.CancelFunc
+}
+
+func (c *crashAt) SumInPlace(ctx context.Context, step uint64, phase string, buf []float32) error {
+	if step == c.step && phase == "losses" {
+		c.cancel()
+		return errors.New("crashed")
+	}
+	return c.GradSync.SumInPlace(ctx, step, phase, buf)
+}
+
+// TestClusterNodeLost: a node that goes in the middle of a step ends the
+// generation; the others roll back to the committed step, train on in the
+// next generation (world 2, the same global batch) and finish the job:
+// every step committed once, the checksums of the two replicas equal at
+// every check.
+func TestClusterNodeLost(t *testing.T) {
+	const nodes, steps, lostAt = 3, 12, 6
+	r := equivRecipe(t, "demo")
+	root := t.TempDir()
+	if _, err := train.PrepareData(context.Background(), root, r, nil, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	h := startCoordinator(t, r, root, func(s *coordinator.Spec) {
+		s.MinNodes, s.MaxSteps, s.CheckpointEvery, s.ChecksumEvery = nodes, steps, 4, 2
+	})
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	lostCtx, lose := context.WithCancel(ctx)
+	defer lose()
+	var cfgs []ClusterConfig
+	for i := range nodes {
+		cfgs = append(cfgs, h.nodeConfig(fmt.Sprintf("n%d", i), out))
+	}
+	// n2 joins last, so it is rank 2 (rank 0 writes the checkpoints).
+	cfgs[2].WrapSync = func(s train.GradSync) train.GradSync { return &crashAt{GradSync: s, step: lostAt, cancel: lose} }
+	res, errs := make([]ClusterResult, nodes), make([]error, nodes)
+	var wg sync.WaitGroup
+	for i, c := range cfgs {
+		if i == 2 {
+			waitForMembers(t, ctx, h, 2)
+		}
+		nctx := ctx
+		if i == 2 {
+			nctx = lostCtx
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = RunCluster(nctx, c, testLogger(t))
+		}()
+	}
+	wg.Wait()
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Fatalf("node n%d: %v", i, errs[i])
+		}
+		if res[i].Gen != 2 || res[i].World != 2 || res[i].Summary.Steps != steps {
+			t.Errorf("node n%d: gen %d world %d, %d steps; want gen 2 world 2, %d steps", i, res[i].Gen, res[i].World, res[i].Summary.Steps, steps)
+		}
+	}
+	if !errors.Is(errs[2], context.Canceled) {
+		t.Errorf("node n2: %v; want it stopped (context canceled)", errs[2])
+	}
+	st, err := coordinator.RequestStatus(ctx, h.nc, h.spec.Job, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != coordinator.Done || st.Committed != steps || st.Gen.Gen != 2 {
+		t.Fatalf("job %s at step %d in gen %d (%s); want done at %d in gen 2", st.Status, st.Committed, st.Gen.Gen, st.Reason, steps)
+	}
+	if len(st.History) != steps {
+		t.Fatalf("committed history has %d steps; want %d", len(st.History), steps)
+	}
+	for i, p := range st.History {
+		wantGen, wantWorld := uint64(1), nodes
+		if p.Step >= st.Gen.Start {
+			wantGen, wantWorld = 2, 2
+		}
+		if p.Step != uint64(i+1) || p.Gen != wantGen || p.World != wantWorld {
+			t.Fatalf("committed point %d: step %d gen %d world %d; want step %d gen %d world %d", i, p.Step, p.Gen, p.World, i+1, wantGen, wantWorld)
+		}
+	}
+	if st.Gen.Start > lostAt || st.Gen.Start < 2 {
+		t.Errorf("generation 2 starts at step %d; want after a committed step before %d", st.Gen.Start, lostAt)
+	}
+	t.Logf("n2 lost in step %d; generation 2 (world 2) from step %d; done at %d", lostAt, st.Gen.Start, st.Committed)
+	got := manifestOf(t, filepath.Join(out, "checkpoints", fmt.Sprintf("step-%08d", steps)))
+	last := st.Checkpoints[len(st.Checkpoints)-1]
+	if last.Step != steps || len(last.Files) != len(got.Files) {
+		t.Fatalf("last committed checkpoint: step %d, %d files; rank 0 wrote %d", last.Step, len(last.Files), len(got.Files))
+	}
+
+	// The oracle: three workers to the committed step, then two from its
+	// checkpoint to the end, in one process. The survivors rolled back to
+	// exactly that state, so the bits are the same.
+	from := int(st.Gen.Start) - 1
+	tcfg := cfgs[0].Train
+	tcfg.Version = "test"
+	one, two := t.TempDir(), t.TempDir()
+	local := func(dir string, nodes, maxSteps, every int, checkpoint string) {
+		c := tcfg
+		c.OutDir, c.MaxSteps, c.CheckpointEvery = dir, maxSteps, every
+		if _, err := RunLocal(ctx, LocalConfig{Train: c, Nodes: nodes, Transport: "nats", Lanes: 2, Threads: nodes, Backend: equivBackend,
+			Allreduce: cfgs[0].Allreduce, Checkpoint: checkpoint, Output: train.NewRunFolder(dir, nil, testLogger(t))}, testLogger(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	local(one, nodes, from, 1000, "")
+	local(two, 2, steps, 4, filepath.Join(one, "checkpoints", fmt.Sprintf("step-%08d", from)))
+	want := manifestOf(t, filepath.Join(two, "checkpoints", fmt.Sprintf("step-%08d", steps)))
+	for i := range want.Files {
+		if i >= len(got.Files) || got.Files[i] != want.Files[i] {
+			t.Errorf("checkpoint file %s: the cluster's differs from 3 workers to step %d, then 2 from its checkpoint: want the same bits", want.Files[i].Name, from)
+		}
+	}
+}
+
+// waitForMembers waits until the job has n live members, so that the next
+// node to join takes rank n.
+func waitForMembers(t *testing.T, ctx context.Context, h *clusterHarness, n int) {
+	t.Helper()
+	for {
+		st, err := coordinator.RequestStatus(ctx, h.nc, h.spec.Job, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Members) >= n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d members: not before %v", n, ctx.Err())
+		case <-time.After(20 * time.Millisecond): // polling the coordinator's status under ctx
+		}
+	}
+}
