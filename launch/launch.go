@@ -412,10 +412,12 @@ func (c *Cluster) Process(name string) *Process {
 func (c *Cluster) Processes() []*Process { return slices.Clone(c.procs) }
 
 // Wait waits until every node has exited, or ctx ends, or too few
-// coordinators are left for a raft majority; then it stops the rest. It
-// returns nil when every node ended with status 0 (the job is done), else an
-// error naming the first node that failed and its log, ctx's error, or the
-// lost majority.
+// coordinators are left for a raft majority; then it stops the rest. A node
+// that fails does not end the job by itself: the others go on in the next
+// generation without it. Wait returns nil when the job is done (the
+// coordinators say so, in StatusFile), else an error naming the job's status
+// and the first node that failed with its log, ctx's error, or the lost
+// majority.
 func (c *Cluster) Wait(ctx context.Context) error {
 	defer c.Stop()
 	var nodes, coords []*Process
@@ -442,15 +444,14 @@ func (c *Cluster) Wait(ctx context.Context) error {
 			default:
 				return false
 			}
-			if p.err != nil && first == nil {
-				first = fmt.Errorf("node %s: %v (its log: %s%s)", p.Name, p.err, p.Log, lastError(p.Log))
-				c.log.Error("node failed", zap.String("node", p.Name), zap.Error(p.err), zap.String("log", p.Log))
+			if p.err != nil {
+				c.log.Warn("node ended", zap.String("node", p.Name), zap.Error(p.err), zap.String("log", p.Log))
+				if first == nil {
+					first = fmt.Errorf("node %s: %v (its log: %s%s)", p.Name, p.err, p.Log, lastError(p.Log))
+				}
 			}
 			return true
 		})
-		if first != nil {
-			return first // the others cannot finish without it
-		}
 		alive, why := 0, ""
 		for _, p := range coords {
 			select {
@@ -466,10 +467,22 @@ func (c *Cluster) Wait(ctx context.Context) error {
 			return fmt.Errorf("launch: %d of %d coordinators are left, no raft majority: stopping%s", alive, len(coords), why)
 		}
 	}
-	if err := c.saveStatus(ctx); err != nil {
+	st, err := c.saveStatus(ctx)
+	switch {
+	case err != nil && first == nil:
 		c.log.Warn("final status not saved", zap.Error(err))
+		return nil // every node saw the job done
+	case err != nil:
+		return first
+	case st.Status == coordinator.Done:
+		if first != nil {
+			c.log.Warn("the job is done without a node that failed", zap.Error(first))
+		}
+		return nil
+	case first != nil:
+		return fmt.Errorf("job %s %s (%s); %w", c.cfg.Job, st.Status, st.Reason, first)
 	}
-	return nil
+	return fmt.Errorf("job %s: %s at step %d after every node ended (%s)", c.cfg.Job, st.Status, st.Committed, st.Reason)
 }
 
 // StatusFile is the job's final status in the run folder, as a coordinator
@@ -479,10 +492,10 @@ const StatusFile = "status.json"
 // saveStatus asks the coordinators for the job's status — one that says done
 // or failed, if one does within 10 s — and writes it to StatusFile, before
 // the coordinators stop.
-func (c *Cluster) saveStatus(ctx context.Context) error {
+func (c *Cluster) saveStatus(ctx context.Context) (coordinator.Status, error) {
 	nc, err := c.nats.Connect()
 	if err != nil {
-		return err
+		return coordinator.Status{}, err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -492,7 +505,7 @@ func (c *Cluster) saveStatus(ctx context.Context) error {
 		s, err := coordinator.RequestStatus(ctx, nc, c.cfg.Job, time.Second)
 		if err != nil {
 			if st.V == 0 {
-				return err
+				return st, err
 			}
 			break // the last answer, not yet final
 		}
@@ -507,9 +520,9 @@ func (c *Cluster) saveStatus(ctx context.Context) error {
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
-		return err
+		return st, err
 	}
-	return os.WriteFile(filepath.Join(c.cfg.Out, StatusFile), append(b, '\n'), 0o644)
+	return st, os.WriteFile(filepath.Join(c.cfg.Out, StatusFile), append(b, '\n'), 0o644)
 }
 
 // lastError is the last line of a log that looks like the error the process

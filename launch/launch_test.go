@@ -484,3 +484,89 @@ func TestClusterUpInterrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterUpNodeLost: a node process SIGKILLed mid-run ends its
+// generation; the coordinator drops it after --node-timeout, the two others
+// roll back to the committed step and finish the job in generation 2, and
+// crdgo cluster up ends with status 0: the job is done, nothing lost.
+func TestClusterUpNodeLost(t *testing.T) {
+	steps := 30
+	if testing.Short() {
+		steps = 20
+	}
+	data, out := demoData(t), filepath.Join(t.TempDir(), "run")
+	var upOut output
+	up := child(t, &upOut, "cluster", "up", "--coordinators", "3", "--nodes", "3", "--out", out, "--recipe", "demo", "--data-root", data,
+		"--max-steps", fmt.Sprint(steps), "--checkpoint-every", "10", "--checksum-every", "5", "--threads", "1",
+		"--ring-timeout", "2m", "--node-timeout", "4s", "--log-every", "1000", "--sample-every", "1000")
+	var info Info
+	waitFor(t, 2*time.Minute, "cluster.json", func() (bool, error) {
+		select {
+		case <-up.done:
+			return false, fmt.Errorf("crdgo cluster up ended: %v\n%s", up.err, upOut.String())
+		default:
+		}
+		i, ok, err := readInfo(out)
+		info = i
+		return ok, err
+	})
+	nc := connect(t, info)
+	pids := map[string]int{}
+	for _, p := range info.Processes {
+		pids[p.Name] = p.Pid
+	}
+	var victim string
+	waitFor(t, 5*time.Minute, "step 8 committed", func() (bool, error) {
+		select {
+		case <-up.done:
+			return false, fmt.Errorf("crdgo cluster up ended: %v\n%s", up.err, upOut.String())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := coordinator.RequestStatus(ctx, nc, info.Job, time.Second)
+		if err != nil || st.Committed < 8 {
+			return false, nil
+		}
+		for _, m := range st.Members {
+			if m.Rank == 2 {
+				victim = m.ID
+			}
+		}
+		return victim != "", nil
+	})
+	if err := syscall.Kill(pids[victim], syscall.SIGKILL); err != nil {
+		t.Fatalf("kill node %s: %v", victim, err)
+	}
+	if err := exited(t, up, 10*time.Minute, "crdgo cluster up"); err != nil {
+		t.Fatalf("crdgo cluster up after node %s was killed: %v\n%s", victim, err, upOut.String())
+	}
+	b, err := os.ReadFile(filepath.Join(out, StatusFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st coordinator.Status
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != coordinator.Done || st.Committed != uint64(steps) || st.Gen.Gen != 2 || len(st.Gen.Ring) != 2 {
+		t.Fatalf("%s: %s at step %d, generation %d of %d ranks (%s); want done at %d in generation 2 of 2", StatusFile, st.Status, st.Committed, st.Gen.Gen, len(st.Gen.Ring), st.Reason, steps)
+	}
+	if len(st.History) != steps {
+		t.Fatalf("committed history has %d points; want %d", len(st.History), steps)
+	}
+	for i, p := range st.History {
+		gen, world := uint64(1), 3
+		if p.Step >= st.Gen.Start {
+			gen, world = 2, 2
+		}
+		if p.Step != uint64(i+1) || p.Gen != gen || p.World != world {
+			t.Fatalf("committed point %d: step %d gen %d world %d; want step %d gen %d world %d", i, p.Step, p.Gen, p.World, i+1, gen, world)
+		}
+	}
+	t.Logf("node %s killed; generation 2 (world 2) from step %d; done at %d", victim, st.Gen.Start, st.Committed)
+	if cps := st.Checkpoints; len(cps) == 0 || cps[len(cps)-1].Step != uint64(steps) {
+		t.Fatalf("committed checkpoints %v: want the last at step %d", cps, steps)
+	}
+	manifestAt(t, out, steps)
+}
