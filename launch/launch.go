@@ -8,7 +8,7 @@
 // process and requires a password, which the children read from
 // <out>/nats.password; the coordinators' HTTP token is in <out>/http.token.
 // <out>/cluster.json says where everything is, and <out>/status.json is the
-// job's final status. Stop (and cancelling Run's
+// job's final status, which decides how Run ends. Stop (and cancelling Run's
 // ctx) stops the nodes, then the coordinators, then NATS; on Linux the
 // children are also killed by the kernel if this process dies.
 package launch

@@ -485,11 +485,26 @@ func TestClusterUpInterrupt(t *testing.T) {
 	}
 }
 
-// TestClusterUpNodeLost: a node process SIGKILLed mid-run ends its
-// generation; the coordinator drops it after --node-timeout, the two others
-// roll back to the committed step and finish the job in generation 2, and
-// crdgo cluster up ends with status 0: the job is done, nothing lost.
+// TestClusterUpNodeLost: a node process SIGKILLed mid-run (rank 2, then
+// rank 0) ends its generation; the coordinator drops it after
+// --node-timeout, the two others roll back to the committed step and finish
+// the job in generation 2, and crdgo cluster up ends with status 0: the job
+// is done, nothing lost.
 func TestClusterUpNodeLost(t *testing.T) {
+	for _, rank := range []int{2, 0} {
+		t.Run(fmt.Sprintf("rank%d", rank), func(t *testing.T) {
+			if testing.Short() && rank == 0 {
+				t.Skip("-short: rank 2 only")
+			}
+			clusterUpNodeLost(t, rank)
+		})
+	}
+}
+
+// clusterUpNodeLost kills the node of rank lost. Rank 0 writes the run
+// folder: when it is lost, the new rank 0 (a node that was rank 1) takes the
+// same folder over and writes the checkpoints from the committed step on.
+func clusterUpNodeLost(t *testing.T, lost int) {
 	steps := 30
 	if testing.Short() {
 		steps = 20
@@ -529,7 +544,7 @@ func TestClusterUpNodeLost(t *testing.T) {
 			return false, nil
 		}
 		for _, m := range st.Members {
-			if m.Rank == 2 {
+			if m.Rank == lost {
 				victim = m.ID
 			}
 		}

@@ -62,9 +62,12 @@ type ClusterConfig struct {
 	// nil: none.
 	Extras func(be tensor.Backend) (train.Extras, error)
 	// Output opens rank 0's Output once this node knows it is rank 0 (a run
-	// folder: it takes the folder's lock); close is called at the end. nil:
-	// nothing is written and no checkpoint is committed.
-	Output func() (out train.Output, close func(), err error)
+	// folder: it takes the folder's lock); close is called at the end. resume
+	// is false when the run starts at step 1 (the folder should hold no
+	// checkpoints), true when this node became rank 0 of a later generation
+	// (the folder may hold the lost rank 0's). nil: nothing is written and no
+	// checkpoint is committed.
+	Output func(resume bool) (out train.Output, close func(), err error)
 	// MetricsAddr, when set, serves /metrics (Prometheus) and /healthz on
 	// host:port (port 0: any free port; the coordinator is told which).
 	MetricsAddr string
@@ -698,7 +701,7 @@ func (n *clusterNode) trainGen(ctx context.Context, g *genRun, a coordinator.Ass
 	opt := train.RunOptions{Sync: genSync{GradSync: g.sync, ctx: gctx}, OnStep: func(info train.StepInfo) error { return n.onStep(ctx, g, rep, info) }}
 	if a.Rank == 0 && cfg.Output != nil {
 		if g.out == nil {
-			out, closeOut, err := cfg.Output()
+			out, closeOut, err := cfg.Output(a.Start > 1)
 			if err != nil {
 				rep.close(time.Second)
 				return train.Summary{}, err

@@ -93,7 +93,7 @@ func (h *clusterHarness) nodeConfig(id, out string) ClusterConfig {
 		Connect: func(name string) (*nats.Conn, error) { return h.ns.Connect(nats.Name(name)) },
 		Lanes:   2, Threads: 1, Backend: equivBackend,
 		Allreduce: allreduce.Config{RingTimeout: time.Minute, ChunkBytes: allreduce.DefaultConfig().ChunkBytes},
-		Output: func() (train.Output, func(), error) {
+		Output: func(bool) (train.Output, func(), error) {
 			return train.NewRunFolder(out, nil, testLogger(h.t)), func() {}, nil
 		},
 		MetricsAddr: "127.0.0.1:0",

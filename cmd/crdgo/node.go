@@ -128,14 +128,14 @@ func (f *nodeFlags) config(cmd *cobra.Command, log *zap.Logger) (node.ClusterCon
 			return natsd.Connect(c, log)
 		},
 		Extras: func(be tensor.Backend) (train.Extras, error) { return f.pre.load(be, log) },
-		Output: func() (train.Output, func(), error) {
+		Output: func(resume bool) (train.Output, func(), error) {
 			dir := localPath(out)
 			release, err := openRun(dir, log)
 			if err != nil {
 				return nil, nil, err
 			}
 			cps, err := train.Checkpoints(filepath.Join(dir, "checkpoints"))
-			if err == nil && len(cps) > 0 {
+			if err == nil && len(cps) > 0 && !resume {
 				err = fmt.Errorf("--out %s already has checkpoints: a cluster job starts in a fresh run folder", out)
 			}
 			if err != nil {
