@@ -585,3 +585,50 @@ func clusterUpNodeLost(t *testing.T, lost int) {
 	}
 	manifestAt(t, out, steps)
 }
+
+// TestRunInProcess drives the launcher itself in the test process (so the
+// race detector sees Start, Wait and Stop): a short job on 1 coordinator and
+// 2 nodes ends done, with status.json, one log per child, and no child left.
+func TestRunInProcess(t *testing.T) {
+	data, out := demoData(t), filepath.Join(t.TempDir(), "run")
+	cfg := Config{Binary: crdgoBin, Out: out, Coordinators: 1, Nodes: 2, Recipe: "demo", DataRoot: data, MaxSteps: 6, CheckpointEvery: 3,
+		ChecksumEvery: 2, NodeArgs: []string{"--threads", "1", "--ring-timeout", "1m", "--sample-every", "3"}}
+	var w output
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := Run(ctx, cfg, &w, zap.NewNop()); err != nil {
+		t.Fatalf("Run: %v\n%s", err, w.String())
+	}
+	if !strings.Contains(w.String(), "live page:  http://127.0.0.1:") || !strings.Contains(w.String(), "job demo done") {
+		t.Errorf("Run printed:\n%s\nwant the live page and the job done", w.String())
+	}
+	b, err := os.ReadFile(filepath.Join(out, StatusFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st coordinator.Status
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != coordinator.Done || st.Committed != 6 || len(st.Checkpoints) != 2 {
+		t.Fatalf("%s: %s at %d with %d checkpoints; want done at 6 with 2", StatusFile, st.Status, st.Committed, len(st.Checkpoints))
+	}
+	if st.Sample == nil || st.Sample.Step != 6 {
+		t.Errorf("the live page's sample grid: %+v; want rank 0's of step 6", st.Sample)
+	}
+	i, ok, err := readInfo(out)
+	if err != nil || !ok {
+		t.Fatalf("%s: %v", InfoFile, err)
+	}
+	for _, p := range i.Processes {
+		if _, err := os.Stat(p.Log); err != nil {
+			t.Errorf("%s: log %v", p.Name, err)
+		}
+		if !errors.Is(syscall.Kill(p.Pid, 0), syscall.ESRCH) {
+			t.Errorf("process %s (pid %d) outlived Run", p.Name, p.Pid)
+		}
+	}
+	if err := Run(ctx, cfg, &w, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "holds an earlier run") {
+		t.Errorf("Run on the same --out again: %v; want refused (an earlier run)", err)
+	}
+}
