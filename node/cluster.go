@@ -193,8 +193,9 @@ var ErrRefused = errors.New("node: refused by the coordinator")
 // ends. It returns when the coordinator has committed the last step and its
 // checkpoint (the job is done); an error names what stopped it: a refused
 // join (the field), a failed job (the coordinator's reason, naming a diverging
-// rank), a new generation (rolling back to the committed step is not done
-// yet: see docs/cluster.md), a ring peer that did not answer.
+// rank), a generation that ended with no next one for this node. A
+// generation that ends early (a member lost) is not an error: the node rolls
+// back to the committed step and trains on in the next one.
 //
 // Cancelling ctx stops the node after a step every rank agrees on (rank 0
 // saves a checkpoint of it); the node leaves the job and RunCluster returns
@@ -542,7 +543,7 @@ func (n *clusterNode) waitAssignment(ctx context.Context) (coordinator.Assignmen
 // checkAssignment verifies that the generation is one this node can train:
 // the trainer's sampler cuts the global batch as coordinator.Split does, and
 // the node's first generation starts from step 1 (a node entering a running
-// job would need the committed state, which comes in a later round).
+// job would need the committed state: not done yet).
 func checkAssignment(a coordinator.Assignment, s coordinator.Spec, id string, first bool) error {
 	switch {
 	case a.World < 1 || a.Rank < 0 || a.Rank >= a.World || len(a.Ring) != a.World || len(a.Hosts) != a.World:
