@@ -631,8 +631,15 @@ func (n *clusterNode) train(ctx context.Context, tcfg train.Config, a coordinato
 		if s := n.view.snapshot(); s.abortErr != nil {
 			return sum, s.abortErr // the reason, rather than the closed Reducer it caused
 		}
-		if err == nil { // another rank was asked to stop, and every rank stopped with it
+		newer := n.view.snapshot().assign
+		switch {
+		case err == nil: // another rank was asked to stop, and every rank stopped with it
 			err = fmt.Errorf("node %s: the ring of generation %d stopped at step %d", cfg.ID, a.Gen, sum.Steps)
+		case !g.ringFailed.Load() && (newer == nil || newer.Gen <= a.Gen):
+			// This node's own failure (its disk, its data), not the ring's:
+			// it leaves, so the others go on in the next generation without it.
+			n.leave(ctx)
+			return sum, err
 		}
 		next, werr := n.nextGeneration(ctx, a, err)
 		if werr != nil {
@@ -660,13 +667,17 @@ func (n *clusterNode) train(ctx context.Context, tcfg train.Config, a coordinato
 
 // genRun is what a node keeps across generations.
 type genRun struct {
-	tr       *train.Trainer
-	rd       *allreduce.Reducer
-	sync     train.GradSync
-	snaps    []*train.Snapshot // the committed step's state, then every later step's, ascending
-	out      train.Output      // rank 0's, once this node has been rank 0
-	closeOut func()
-	lastSent uint64 // the newest step whose checkpoint manifest was sent
+	// ringFailed: a collective operation of the current generation failed
+	// (a peer gone, the generation over), or its ring did not open. The
+	// ring's failures wait for the next generation; the node's own end it.
+	ringFailed atomic.Bool
+	tr         *train.Trainer
+	rd         *allreduce.Reducer
+	sync       train.GradSync
+	snaps      []*train.Snapshot // the committed step's state, then every later step's, ascending
+	out        train.Output      // rank 0's, once this node has been rank 0
+	closeOut   func()
+	lastSent   uint64 // the newest step whose checkpoint manifest was sent
 }
 
 // genSync runs every collective operation of one generation under that
@@ -674,11 +685,16 @@ type genRun struct {
 // ring that no longer exists ends at once.
 type genSync struct {
 	train.GradSync
-	ctx context.Context
+	ctx    context.Context
+	failed *atomic.Bool
 }
 
 func (s genSync) SumInPlace(_ context.Context, step uint64, phase string, buf []float32) error {
-	return s.GradSync.SumInPlace(s.ctx, step, phase, buf)
+	err := s.GradSync.SumInPlace(s.ctx, step, phase, buf)
+	if err != nil {
+		s.failed.Store(true)
+	}
+	return err
 }
 
 // trainGen trains generation a until the job's last step or until the
@@ -693,13 +709,16 @@ func (n *clusterNode) trainGen(ctx context.Context, g *genRun, a coordinator.Ass
 	n.gen, n.cancelGen, n.assign = a.Gen, cancel, a
 	n.mu.Unlock()
 	if s := n.view.snapshot(); s.assign != nil && s.assign.Gen > a.Gen {
+		g.ringFailed.Store(true)
 		return train.Summary{}, fmt.Errorf("node %s: generation %d is over already", cfg.ID, a.Gen)
 	}
+	g.ringFailed.Store(false)
 	if err := n.joinRing(ctx, g.rd, a); err != nil {
+		g.ringFailed.Store(true)
 		return train.Summary{}, err
 	}
 	rep := newReporter(n, a.Gen)
-	opt := train.RunOptions{Sync: genSync{GradSync: g.sync, ctx: gctx}, OnStep: func(info train.StepInfo) error { return n.onStep(ctx, g, rep, info) }}
+	opt := train.RunOptions{Sync: genSync{GradSync: g.sync, ctx: gctx, failed: &g.ringFailed}, OnStep: func(info train.StepInfo) error { return n.onStep(ctx, g, rep, info) }}
 	if a.Rank == 0 && cfg.Output != nil {
 		if g.out == nil {
 			out, closeOut, err := cfg.Output(a.Start > 1)

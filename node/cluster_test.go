@@ -485,3 +485,68 @@ func waitForMembers(t *testing.T, ctx context.Context, h *clusterHarness, n int)
 		}
 	}
 }
+
+// failingOutput fails rank 0's first checkpoint: a failure of the node itself
+// (its disk), not of the ring.
+type failingOutput struct{ train.Output }
+
+func (failingOutput) Checkpoint(*train.Trainer) (string, error) {
+	return "", errors.New("disk full")
+}
+
+// TestClusterNodeFails: a node that fails on its own (rank 0 cannot write
+// its checkpoint) leaves the job with its error; the others go on in the
+// next generation, the node that was rank 1 becomes rank 0 and writes the
+// run folder, and the job is done.
+func TestClusterNodeFails(t *testing.T) {
+	const nodes, steps = 3, 8
+	r := equivRecipe(t, "demo")
+	root := t.TempDir()
+	if _, err := train.PrepareData(context.Background(), root, r, nil, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	h := startCoordinator(t, r, root, func(s *coordinator.Spec) {
+		s.MinNodes, s.MaxSteps, s.CheckpointEvery, s.ChecksumEvery = nodes, steps, 4, 2
+	})
+	// Under the coordinator's node timeout (a minute here): the others must
+	// not have to wait for n0 to time out, n0 leaves.
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	outs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	var cfgs []ClusterConfig
+	for i := range nodes {
+		cfgs = append(cfgs, h.nodeConfig(fmt.Sprintf("n%d", i), outs[i]))
+	}
+	cfgs[0].Output = func(bool) (train.Output, func(), error) {
+		return failingOutput{train.NewRunFolder(outs[0], nil, testLogger(t))}, func() {}, nil
+	}
+	res, errs := make([]ClusterResult, nodes), make([]error, nodes)
+	var wg sync.WaitGroup
+	for i, c := range cfgs {
+		waitForMembers(t, ctx, h, i) // n0 joins first: rank 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = RunCluster(ctx, c, testLogger(t))
+		}()
+	}
+	wg.Wait()
+	if errs[0] == nil || !strings.Contains(errs[0].Error(), "disk full") {
+		t.Errorf("node n0: %v; want its own error (disk full)", errs[0])
+	}
+	for i := 1; i < nodes; i++ {
+		if errs[i] != nil || res[i].Gen != 2 || res[i].World != 2 {
+			t.Errorf("node n%d: gen %d world %d: %v; want done in gen 2 of world 2", i, res[i].Gen, res[i].World, errs[i])
+		}
+	}
+	st, err := coordinator.RequestStatus(ctx, h.nc, h.spec.Job, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != coordinator.Done || st.Committed != steps || len(st.History) != steps {
+		t.Fatalf("job %s at step %d with %d committed points (%s); want done at %d", st.Status, st.Committed, len(st.History), st.Reason, steps)
+	}
+	// n1 became rank 0: its run folder has the last checkpoint.
+	manifestOf(t, filepath.Join(outs[1], "checkpoints", fmt.Sprintf("step-%08d", steps)))
+	t.Logf("n0 failed at its checkpoint; generation 2 from step %d; done at %d", st.Gen.Start, st.Committed)
+}
