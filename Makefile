@@ -10,7 +10,7 @@ PKGS    := ./...
 DEB     := libopenblas-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy python3-pil chromium
 PY      := /usr/bin/python3
 
-.PHONY: all run test deps build vet minio unit race nocgo bench screenshot clean
+.PHONY: all run cluster test deps build vet minio unit race nocgo bench screenshot clean
 
 all: build
 
@@ -30,6 +30,13 @@ build: deps
 run: build
 	$(BIN) train --recipe demo --data-root data --out runs/demo --resume
 
+# The real cluster on this machine: a NATS server, 3 raft coordinators and 3
+# worker nodes, each its own process, on the demo; the live page's address is
+# printed. Every run gets a fresh run folder (a cluster never reuses one).
+cluster: build
+	$(BIN) cluster up --coordinators 3 --nodes 3 --recipe demo --data-root data \
+		--out runs/cluster-$$(date +%Y%m%d-%H%M%S) --max-steps 300 --checkpoint-every 100
+
 vet:
 	$(GO) vet $(PKGS)
 
@@ -43,10 +50,11 @@ unit:
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 
 # Packages with goroutines of their own run again under the race detector.
-# node trains under it with -short: every data-parallel path, a few steps.
+# node trains under it with -short: every data-parallel path, a few steps;
+# launch runs its multi-process cluster for a few steps.
 race:
 	$(GO) test -race -count=1 -timeout 30m ./crd ./crd/data/... ./crd/tensor/... ./allreduce/... ./natsd/... ./coordinator/... ./storage/... ./runlock/...
-	$(GO) test -race -short -count=1 -timeout 30m ./crd/nn/... ./node/...
+	$(GO) test -race -short -count=1 -timeout 30m ./crd/nn/... ./node/... ./launch/...
 
 # The pure-Go path must keep working without cgo.
 nocgo:

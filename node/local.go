@@ -4,8 +4,11 @@
 // every replica — the online teacher discriminator included — applies the
 // same update (docs/crd.md, "Data-parallel training").
 //
-// Local runs N workers in one process (crdgo train --nodes N) over an
-// in-memory, embedded-NATS or direct-TCP transport.
+// RunLocal runs N workers in one process (crdgo train --nodes N) over an
+// in-memory, embedded-NATS or direct-TCP transport. RunCluster runs one
+// worker of a cluster job (crdgo node): it joins a job that a raft-elected
+// coordinator runs, trains its rank of every generation over NATS and
+// reports every step (docs/cluster.md).
 package node
 
 import (

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,12 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/crdgo/crdgo/crd/train"
 	"github.com/crdgo/crdgo/natsd"
 )
 
-// Flags shared by the cluster commands (coordinator, cluster status, nats,
-// and the node of the next round).
+// Flags shared by the cluster commands (coordinator, node, cluster status,
+// cluster up, nats).
 
 // secret is a secret taken from a flag, a file or the environment, in that
 // order. It is never logged.
@@ -83,18 +80,6 @@ func (n *natsFlags) config(cmd *cobra.Command, name string) (natsd.ClientConfig,
 	c.Password = pw
 	c.NKeySeedFile, c.CredsFile, c.CA, c.Cert, c.Key, c.RequireTLS = n.nkey, n.creds, n.ca, n.cert, n.key, n.tls
 	return c, c.Validate()
-}
-
-// recipeHash identifies a recipe's content: SHA-256 of its JSON encoding.
-// Nodes compute it the same way and the coordinator compares the two at join.
-// (It belongs in crd/train as Recipe.Hash; this round does not touch crd/train.)
-func recipeHash(r train.Recipe) (string, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return "", fmt.Errorf("recipe %s: %w", r.Name, err)
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
 }
 
 func errFlag(flag, why string) error { return fmt.Errorf("%s: %s", flag, why) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,6 +15,7 @@ import (
 	"github.com/crdgo/crdgo/coordinator"
 	"github.com/crdgo/crdgo/crd/train"
 	"github.com/crdgo/crdgo/natsd"
+	"github.com/crdgo/crdgo/node"
 )
 
 type coordinatorFlags struct {
@@ -25,6 +27,7 @@ type coordinatorFlags struct {
 	nats                                        natsFlags
 
 	job, recipe, recipeHash, dataset, datasetHash, version string
+	dataRoot                                               string
 	seed                                                   uint64
 	batch, minNodes                                        int
 	maxSteps, checkpointEvery, checksumEvery               uint64
@@ -76,7 +79,8 @@ The job: --recipe and the other job flags on the replica(s) that may create it
 	fl.StringVar(&f.recipe, "recipe", "", "recipe name or YAML file: creates the job with the flags below when the group has none")
 	fl.StringVar(&f.recipeHash, "recipe-hash", "", "recipe hash nodes must match (default: computed from --recipe)")
 	fl.StringVar(&f.dataset, "dataset", "", "dataset name (default: the recipe's)")
-	fl.StringVar(&f.datasetHash, "dataset-hash", "", "dataset hash nodes must match")
+	fl.StringVar(&f.datasetHash, "dataset-hash", "", "dataset hash nodes must match (default: computed from the recipe's dataset under --data-root)")
+	fl.StringVar(&f.dataRoot, "data-root", "", "folder holding the recipe's dataset, to compute --dataset-hash from (synthetic datasets are generated here)")
 	fl.StringVar(&f.version, "crdgo-version", "", "crdgo version nodes must run (default: this binary's)")
 	fl.Uint64Var(&f.seed, "seed", 0, "seed (default: the recipe's)")
 	fl.IntVar(&f.batch, "batch", 0, "global batch B (default: the recipe's)")
@@ -88,7 +92,7 @@ The job: --recipe and the other job flags on the replica(s) that may create it
 }
 
 // spec builds the job spec from the recipe and flags; nil without --recipe.
-func (f *coordinatorFlags) spec(cmd *cobra.Command) (*coordinator.Spec, error) {
+func (f *coordinatorFlags) spec(cmd *cobra.Command, log *zap.Logger) (*coordinator.Spec, error) {
 	if f.recipe == "" {
 		return nil, nil
 	}
@@ -99,8 +103,17 @@ func (f *coordinatorFlags) spec(cmd *cobra.Command) (*coordinator.Spec, error) {
 	s := coordinator.DefaultSpec()
 	s.Job, s.Recipe, s.RecipeHash = f.job, rec.Name, f.recipeHash
 	if s.RecipeHash == "" {
-		if s.RecipeHash, err = recipeHash(rec); err != nil {
+		if s.RecipeHash, err = node.RecipeHash(rec); err != nil {
 			return nil, err
+		}
+	}
+	if f.datasetHash == "" && f.dataRoot != "" {
+		ctx := cmd.Context()
+		if ctx == nil { // parsed, not executed (tests)
+			ctx = context.Background()
+		}
+		if f.datasetHash, err = datasetHash(ctx, f.dataRoot, rec, log); err != nil {
+			return nil, fmt.Errorf("--data-root: %w", err)
 		}
 	}
 	s.Dataset, s.DatasetHash, s.Version = rec.Data.Dataset, f.datasetHash, f.version
@@ -125,7 +138,7 @@ func (f *coordinatorFlags) spec(cmd *cobra.Command) (*coordinator.Spec, error) {
 	return &s, s.Validate()
 }
 
-func (f *coordinatorFlags) config(cmd *cobra.Command) (coordinator.Config, error) {
+func (f *coordinatorFlags) config(cmd *cobra.Command, log *zap.Logger) (coordinator.Config, error) {
 	cfg := coordinator.DefaultConfig()
 	cfg.Job, cfg.HTTPAddr, cfg.NodeTimeout, cfg.JoinRaft = f.job, f.httpAddr, f.nodeTimeout, f.join
 	tok, err := f.token.get()
@@ -133,7 +146,7 @@ func (f *coordinatorFlags) config(cmd *cobra.Command) (coordinator.Config, error
 		return cfg, err
 	}
 	cfg.HTTPToken = tok
-	if cfg.Spec, err = f.spec(cmd); err != nil {
+	if cfg.Spec, err = f.spec(cmd, log); err != nil {
 		return cfg, err
 	}
 	r := &cfg.Raft
@@ -155,7 +168,7 @@ func (f *coordinatorFlags) config(cmd *cobra.Command) (coordinator.Config, error
 }
 
 func runCoordinator(cmd *cobra.Command, f *coordinatorFlags, log *zap.Logger) error {
-	cfg, err := f.config(cmd)
+	cfg, err := f.config(cmd, log)
 	if err != nil {
 		return err
 	}
@@ -187,4 +200,18 @@ func runCoordinator(cmd *cobra.Command, f *coordinatorFlags, log *zap.Logger) er
 		err = derr
 	}
 	return err
+}
+
+// datasetHash is node.DatasetHash of the recipe's dataset under root, which a
+// synthetic recipe generates first: what the job's nodes will compute.
+func datasetHash(ctx context.Context, root string, rec train.Recipe, log *zap.Logger) (string, error) {
+	root = localPath(root)
+	if err := prepareData(ctx, root, rec, nil, log); err != nil {
+		return "", err
+	}
+	src, err := train.LocalDataset(root, rec)
+	if err != nil {
+		return "", err
+	}
+	return node.DatasetHash(ctx, src, rec)
 }

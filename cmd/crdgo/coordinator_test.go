@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
 )
 
 // The coordinator's flags become one validated config; mistakes name the flag.
@@ -13,7 +15,7 @@ func TestCoordinatorFlags(t *testing.T) {
 		if err := cmd.ParseFlags(args); err != nil {
 			return err
 		}
-		_, err := f.config(cmd)
+		_, err := f.config(cmd, zap.NewNop())
 		return err
 	}
 	for _, tt := range []struct {

@@ -76,7 +76,7 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 		newEvalCmd(g),
 		newTranslateCmd(g),
 		newModelCmd(g),
-		newCoordinatorCmd(g), newClusterCmd(g), newNATSCmd(g),
+		newCoordinatorCmd(g), newNodeCmd(g), newClusterCmd(g), newNATSCmd(g),
 	)
 	return root, g
 }

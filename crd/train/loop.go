@@ -61,9 +61,13 @@ type RunOptions struct {
 
 // StepInfo describes a step just taken, for RunOptions.OnStep.
 type StepInfo struct {
-	State    State  // after the step
-	Losses   Losses // the global batch's losses (summed over the ranks)
-	Examples int    // examples in the global batch
+	State  State  // after the step
+	Losses Losses // the global batch's losses (summed over the ranks)
+	// Share is this rank's share of them: its part of the global-batch loss
+	// (docs/crd.md §10), which summed over the ranks gives Losses. In one
+	// process it is Losses.
+	Share    Losses
+	Examples int // examples in the global batch
 	// Took is the whole step: waiting for data, computing, synchronising.
 	// Sync is the time spent in collective operations (waiting for slower
 	// ranks included), Data the time spent waiting for the loader.
@@ -221,14 +225,14 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		} else {
 			t.state.Cursor = l.Cursor()
 		}
-		stop := false
+		stop, share := false, losses
 		if world > 1 {
 			if losses, stop, err = lp.agree(losses, ctx.Err() != nil); err != nil {
 				return Summary{}, err
 			}
 		}
 		if opt.OnStep != nil {
-			info := StepInfo{State: t.state, Losses: losses, Examples: b.Total, Took: time.Since(stepStart), Data: dataTime}
+			info := StepInfo{State: t.state, Losses: losses, Share: share, Examples: b.Total, Took: time.Since(stepStart), Data: dataTime}
 			if timed != nil {
 				info.Sync = timed.spent
 			}
