@@ -256,7 +256,10 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 				}
 			}
 		}
-		if cfg.EvalEvery > 0 && t.state.Step%cfg.EvalEvery == 0 && !t.done() { // the last step is evaluated below
+		capT, _ := t.offlineCaps()
+		switchDue := r.Schedule.DistillMode() == DistillOffline && t.state.Phase == PhaseTeacher && cfg.MaxSteps > 0 && t.state.TeacherSteps >= capT
+		// The last step, and the end of an offline teacher phase, are evaluated below.
+		if cfg.EvalEvery > 0 && t.state.Step%cfg.EvalEvery == 0 && !t.done() && !switchDue {
 			if err := lp.evaluatePeriodic(); err != nil {
 				return Summary{}, err
 			}
@@ -274,7 +277,7 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 				return Summary{}, err
 			}
 		}
-		if capT, _ := t.offlineCaps(); r.Schedule.DistillMode() == DistillOffline && t.state.Phase == PhaseTeacher && cfg.MaxSteps > 0 && t.state.TeacherSteps >= capT {
+		if switchDue {
 			// MaxSteps caps each phase of an offline schedule (Trainer.done).
 			if err := lp.evaluate("teacher"); err != nil {
 				return Summary{}, err
