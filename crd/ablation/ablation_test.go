@@ -186,7 +186,10 @@ func TestExecuteResumesAndReports(t *testing.T) {
 	if err := Markdown(&md, tables); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"### demo", "| alone | 2 | 4 |", "| crd | 2 | 4 |", "PSNR dB final", "PSNR dB best", " ± "} {
+	if tt := tb.Teacher["psnr"]; tt.N != 2 || !(tt.Mean > 0) {
+		t.Errorf("teacher reference %+v; want the 2 crd runs' final teacher PSNR", tt)
+	}
+	for _, want := range []string{"### demo", "| alone | 2 | 4 |", "| crd | 2 | 4 |", "PSNR dB final", "PSNR dB best", " ± ", "The teacher (mobile_resnet_9blocks ngf 4)"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}

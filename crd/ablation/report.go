@@ -62,6 +62,9 @@ type RunData struct {
 	// Points are the subject's evaluations in step order, the last one of
 	// each step (a step evaluated twice keeps its last line).
 	Points []Point
+	// TeacherPoints are the teacher's evaluations, likewise (none in a run
+	// without a teacher, variant alone).
+	TeacherPoints []Point
 	// Steps is the last step in metrics.jsonl; Seconds the wall time of the
 	// processes that trained the run, summed (from the ablation marker when
 	// the run has one, else from metrics.jsonl).
@@ -115,7 +118,7 @@ func (rd *RunData) readMetrics(r io.Reader, p string) error {
 		wall       float64
 		sawSeconds bool
 	)
-	byStep := map[int]Point{}
+	byStep, teacherByStep := map[int]Point{}, map[int]Point{}
 	for sc.Scan() {
 		line++
 		b := sc.Bytes()
@@ -139,17 +142,13 @@ func (rd *RunData) readMetrics(r io.Reader, p string) error {
 		if m.Eval == nil {
 			continue
 		}
-		scores := m.Eval.Student
+		subject := m.Eval.Student
 		if rd.Subject == train.TeacherGenerator {
-			scores = m.Eval.Teacher
+			subject = m.Eval.Teacher
+		} else if vals := measured(m.Eval.Teacher); len(vals) > 0 {
+			teacherByStep[m.Step] = Point{Step: m.Step, Values: vals}
 		}
-		vals := map[string]float64{}
-		for name, v := range map[string]float64{"psnr": scores.PSNR, "ssim": scores.SSIM, "l1": scores.L1, "fid": scores.FID, "kid": scores.KID} {
-			if !math.IsNaN(v) && !math.IsInf(v, 0) {
-				vals[name] = v
-			}
-		}
-		if len(vals) > 0 {
+		if vals := measured(subject); len(vals) > 0 {
 			byStep[m.Step] = Point{Step: m.Step, Values: vals}
 		}
 	}
@@ -157,11 +156,29 @@ func (rd *RunData) readMetrics(r io.Reader, p string) error {
 		return fmt.Errorf("report: %s:%d: %w", p, line+1, err)
 	}
 	rd.Seconds = wall + segment
-	for _, pt := range byStep {
-		rd.Points = append(rd.Points, pt)
-	}
-	slices.SortFunc(rd.Points, func(a, b Point) int { return a.Step - b.Step })
+	rd.Points, rd.TeacherPoints = sortedPoints(byStep), sortedPoints(teacherByStep)
 	return nil
+}
+
+// measured are the measurements of s present (not NaN, finite), by Metric
+// name.
+func measured(s train.Scores) map[string]float64 {
+	vals := map[string]float64{}
+	for name, v := range map[string]float64{"psnr": s.PSNR, "ssim": s.SSIM, "l1": s.L1, "fid": s.FID, "kid": s.KID} {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			vals[name] = v
+		}
+	}
+	return vals
+}
+
+func sortedPoints(byStep map[int]Point) []Point {
+	var out []Point
+	for _, pt := range byStep {
+		out = append(out, pt)
+	}
+	slices.SortFunc(out, func(a, b Point) int { return a.Step - b.Step })
+	return out
 }
 
 // Collect reads the run folders named by paths: each path is a run folder
@@ -293,7 +310,11 @@ type Table struct {
 	Size    int      `json:"image_size"`
 	Metrics []string `json:"metrics"`
 	Rows    []Row    `json:"rows"`
-	runs    map[string][]RunData
+	// Teacher is the teacher's final values in the crd runs, for reference
+	// (absent without crd runs).
+	Teacher     map[string]Stat `json:"teacher_final,omitempty"`
+	TeacherSpec string          `json:"teacher,omitempty"`
+	runs        map[string][]RunData
 }
 
 // Build groups runs into one table per recipe, rows by variant, and refuses
@@ -425,6 +446,22 @@ func (t *Table) fill() error {
 		}
 		t.Rows = append(t.Rows, row)
 	}
+	if rs := t.runs[train.VariantCRD]; len(rs) > 0 {
+		t.TeacherSpec = fmt.Sprintf("%s ngf %d", rs[0].Recipe.Teacher.Arch, rs[0].Recipe.Teacher.NGF)
+		t.Teacher = map[string]Stat{}
+		for _, name := range t.Metrics {
+			m, _ := metricByName(name)
+			var finals []float64
+			for _, r := range rs {
+				if f, _, ok := finalBest(r.TeacherPoints, m); ok {
+					finals = append(finals, f)
+				}
+			}
+			if len(finals) > 0 {
+				t.Teacher[name] = stat(finals)
+			}
+		}
+	}
 	return nil
 }
 
@@ -467,6 +504,16 @@ func Markdown(w io.Writer, tables []Table) error {
 			}
 			mins := Stat{Mean: r.Seconds.Mean / 60, SD: r.Seconds.SD / 60, N: r.Seconds.N}
 			fmt.Fprintf(&b, " %d | %s | %s |\n", r.Params, formatCount(r.MACs), formatStat(mins, "%.1f"))
+		}
+		if len(t.Teacher) > 0 {
+			fmt.Fprintf(&b, "\nThe teacher (%s) at the end of the crd runs:", t.TeacherSpec)
+			for _, name := range t.Metrics {
+				if st, ok := t.Teacher[name]; ok {
+					m, _ := metricByName(name)
+					fmt.Fprintf(&b, " %s %s;", m.Label, formatStat(st, m.Format))
+				}
+			}
+			b.WriteString(" the network alone trains is the student's.\n")
 		}
 	}
 	_, err := io.WriteString(w, b.String())
