@@ -412,3 +412,25 @@ func TestReportReadsDataParallelRuns(t *testing.T) {
 		t.Fatalf("tables %+v; want one row of two runs", tables)
 	}
 }
+
+func TestReadMetricsOfflineTeacherPhase(t *testing.T) {
+	in := `{"step":300,"epoch":0,"phase":"teacher","seconds":5,"eval":{"images":4,"teacher":{"psnr":20}}}
+{"step":400,"epoch":0,"phase":"student","seconds":9,"eval":{"images":4,"student":{"psnr":15}}}
+`
+	off, err := train.ApplyVariant(tinyRecipe(t, "demo"), train.VariantOffline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		r    train.Recipe
+		want int
+	}{{off, 300}, {tinyRecipe(t, "demo"), 0}} {
+		rd := RunData{Recipe: c.r, Subject: train.StudentGenerator}
+		if err := rd.readMetrics(strings.NewReader(in), "m.jsonl"); err != nil {
+			t.Fatal(err)
+		}
+		if rd.TeacherPhase != c.want || len(rd.Points) != 1 || len(rd.TeacherPoints) != 1 {
+			t.Errorf("distill %s: teacher phase %d, points %+v, teacher points %+v; want %d and one each", c.r.Schedule.DistillMode(), rd.TeacherPhase, rd.Points, rd.TeacherPoints, c.want)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 
+	"github.com/crdgo/crdgo/crd/train"
+
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -77,16 +79,23 @@ func Plot(path string, tables []Table, metric string) error {
 func (t *Table) panel(m Metric) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("%s — %s, student %s: mean ± sd over seeds", t.Recipe, t.Task, t.Student)
-	p.X.Label.Text = "step (an offline run trains its teacher first)"
+	p.X.Label.Text = "step (pix2pix crd-offline: student steps after its teacher phase)"
 	p.Y.Label.Text = m.Label
 	p.Legend.Top = true
 	p.Legend.Left = !m.Higher
 	for i, row := range t.Rows {
 		byStep := map[int][]float64{}
 		for _, r := range t.runs[row.Variant] {
+			// A pix2pix online student trains from step 1, an offline one
+			// after its teacher phase: its curve starts at 0 too. (CycleGAN's
+			// offline student starts where the online one's first round does.)
+			shift := 0
+			if r.Recipe.Mode == train.Pix2Pix {
+				shift = r.TeacherPhase
+			}
 			for _, pt := range r.Points {
-				if v, ok := pt.Values[m.Name]; ok {
-					byStep[pt.Step] = append(byStep[pt.Step], v)
+				if v, ok := pt.Values[m.Name]; ok && pt.Step >= shift {
+					byStep[pt.Step-shift] = append(byStep[pt.Step-shift], v)
 				}
 			}
 		}

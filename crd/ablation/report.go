@@ -70,6 +70,10 @@ type RunData struct {
 	// the run has one, else from metrics.jsonl).
 	Steps   int
 	Seconds float64
+	// TeacherPhase is the last step of an offline run's teacher phase (0
+	// for other runs): a pix2pix offline student's step k is step
+	// TeacherPhase + k.
+	TeacherPhase int
 }
 
 // maxLine bounds one metrics.jsonl line, as the trainer's reporter does.
@@ -139,13 +143,28 @@ func (rd *RunData) readMetrics(r io.Reader, p string) error {
 		}
 		segment, sawSeconds = m.Seconds, true
 		rd.Steps = max(rd.Steps, m.Step)
+		if m.Phase == train.PhaseTeacher && rd.Recipe.Schedule.DistillMode() == train.DistillOffline {
+			rd.TeacherPhase = max(rd.TeacherPhase, m.Step)
+		}
 		if m.Eval == nil {
 			continue
 		}
-		subject := m.Eval.Student
+		// A network the line does not score has no key (the trainer writes
+		// {} for it): decoded into Scores it would read as zeros.
+		var ev struct {
+			Eval struct {
+				Teacher *train.Scores `json:"teacher"`
+				Student *train.Scores `json:"student"`
+			} `json:"eval"`
+		}
+		if err := json.Unmarshal(b, &ev); err != nil {
+			return fmt.Errorf("report: %s:%d: not a metrics line: %w", p, line, err)
+		}
+		subject, teacher := ev.Eval.Student, ev.Eval.Teacher
 		if rd.Subject == train.TeacherGenerator {
-			subject = m.Eval.Teacher
-		} else if vals := measured(m.Eval.Teacher); len(vals) > 0 {
+			subject, teacher = teacher, nil
+		}
+		if vals := measured(teacher); len(vals) > 0 {
 			teacherByStep[m.Step] = Point{Step: m.Step, Values: vals}
 		}
 		if vals := measured(subject); len(vals) > 0 {
@@ -161,9 +180,12 @@ func (rd *RunData) readMetrics(r io.Reader, p string) error {
 }
 
 // measured are the measurements of s present (not NaN, finite), by Metric
-// name.
-func measured(s train.Scores) map[string]float64 {
+// name; none when s is nil.
+func measured(s *train.Scores) map[string]float64 {
 	vals := map[string]float64{}
+	if s == nil {
+		return vals
+	}
 	for name, v := range map[string]float64{"psnr": s.PSNR, "ssim": s.SSIM, "l1": s.L1, "fid": s.FID, "kid": s.KID} {
 		if !math.IsNaN(v) && !math.IsInf(v, 0) {
 			vals[name] = v
