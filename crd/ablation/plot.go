@@ -83,6 +83,7 @@ func (t *Table) panel(m Metric) (*plot.Plot, error) {
 	p.Y.Label.Text = m.Label
 	p.Legend.Top = true
 	p.Legend.Left = !m.Higher
+	ylo, yhi := math.Inf(1), math.Inf(-1)
 	for i, row := range t.Rows {
 		byStep := map[int][]float64{}
 		for _, r := range t.runs[row.Variant] {
@@ -118,6 +119,7 @@ func (t *Table) panel(m Metric) (*plot.Plot, error) {
 			x := float64(s)
 			mean[j] = plotter.XY{X: x, Y: st.Mean}
 			lo[j], hi[j] = plotter.XY{X: x, Y: st.Mean - sd}, plotter.XY{X: x, Y: st.Mean + sd}
+			ylo, yhi = math.Min(ylo, st.Mean-sd), math.Max(yhi, st.Mean+sd)
 		}
 		c := plotutil.Color(i)
 		band := append(plotter.XYs{}, lo...)
@@ -139,6 +141,10 @@ func (t *Table) panel(m Metric) (*plot.Plot, error) {
 		line.Width = vg.Points(1.5)
 		p.Add(poly, line)
 		p.Legend.Add(fmt.Sprintf("%s (%d)", row.Variant, len(t.runs[row.Variant])), line)
+	}
+	if ylo < yhi { // the whole bands, a margin around them
+		pad := 0.05 * (yhi - ylo)
+		p.Y.Min, p.Y.Max = ylo-pad, yhi+pad
 	}
 	return p, nil
 }
