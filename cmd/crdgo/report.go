@@ -27,9 +27,12 @@ time. Runs whose recipes or students differ in one table are refused, naming
 the field.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			runs, err := ablation.Collect(args)
+			runs, unfinished, err := ablation.Collect(args)
 			if err != nil {
 				return err
+			}
+			for _, d := range unfinished {
+				fmt.Fprintf(cmd.ErrOrStderr(), "report: %s has not finished: left out\n", d)
 			}
 			tables, err := ablation.Build(runs)
 			if err != nil {

@@ -138,7 +138,20 @@ func TestExecuteResumesAndReports(t *testing.T) {
 		t.Errorf("Execute with other max steps: %v", err)
 	}
 
-	runs, err := Collect([]string{out})
+	// An unfinished run below the folder is left out, and said to be.
+	m, _, _ = readMarker(dir)
+	m.Finished = false
+	if err := writeMarker(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	if runs, unfinished, err := Collect([]string{out}); err != nil || len(runs) != 3 || !slices.Equal(unfinished, []string{dir}) {
+		t.Fatalf("Collect with one run unfinished: %d runs, unfinished %v, %v", len(runs), unfinished, err)
+	}
+	m.Finished = true
+	if err := writeMarker(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	runs, _, err := Collect([]string{out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +295,7 @@ func TestBuildRefusesMixedRuns(t *testing.T) {
 	wider := r
 	wider.Student.NGF = 3
 	b := trainOne(t, wider, root, 2)
-	runs, err := Collect([]string{a, b})
+	runs, _, err := Collect([]string{a, b})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +310,7 @@ func TestBuildRefusesMixedRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := trainOne(t, alone, root, 2)
-	runs, err = Collect([]string{a, c})
+	runs, _, err = Collect([]string{a, c})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +320,7 @@ func TestBuildRefusesMixedRuns(t *testing.T) {
 	lr := alone
 	lr.Schedule.LR = 1e-3
 	d := trainOne(t, lr, root, 2)
-	runs, err = Collect([]string{a, d})
+	runs, _, err = Collect([]string{a, d})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +348,7 @@ func TestReadRunRefusesCorruptLines(t *testing.T) {
 		}
 	}
 	empty := t.TempDir()
-	if _, err := Collect([]string{empty}); err == nil || !strings.Contains(err.Error(), "no run folder") {
+	if _, _, err := Collect([]string{empty}); err == nil || !strings.Contains(err.Error(), "no run folder") {
 		t.Errorf("Collect(empty folder) = %v", err)
 	}
 }
@@ -400,7 +413,7 @@ func TestReportReadsDataParallelRuns(t *testing.T) {
 	if _, err := node.RunLocal(context.Background(), cfg, log); err != nil {
 		t.Fatal(err)
 	}
-	runs, err := Collect([]string{one, two})
+	runs, _, err := Collect([]string{one, two})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,37 +205,56 @@ func sortedPoints(byStep map[int]Point) []Point {
 
 // Collect reads the run folders named by paths: each path is a run folder
 // (it holds metrics.jsonl) or a folder with run folders one or two levels
-// below it (an ablation's DIR/<variant>/seed-<k>).
-func Collect(paths []string) ([]RunData, error) {
+// below it (an ablation's DIR/<variant>/seed-<k>). A run found below a path
+// whose ablation marker says it has not finished (an ablation in progress)
+// is left out and listed in unfinished; a run folder named itself is read
+// whatever its state.
+func Collect(paths []string) (runs []RunData, unfinished []string, err error) {
 	var dirs []string
+	named := map[string]bool{}
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
-			return nil, fmt.Errorf("report: %w", err)
+			return nil, nil, fmt.Errorf("report: %w", err)
 		}
 		if !st.IsDir() {
-			return nil, fmt.Errorf("report: %s: not a folder: want a run folder or an ablation's folder", p)
+			return nil, nil, fmt.Errorf("report: %s: not a folder: want a run folder or an ablation's folder", p)
 		}
 		found, err := runFolders(p)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(found) == 0 {
-			return nil, fmt.Errorf("report: %s: no run folder (no metrics.jsonl in it, nor one or two levels below)", p)
+			return nil, nil, fmt.Errorf("report: %s: no run folder (no metrics.jsonl in it, nor one or two levels below)", p)
+		}
+		if len(found) == 1 && found[0] == p {
+			named[p] = true
 		}
 		dirs = append(dirs, found...)
 	}
 	slices.Sort(dirs)
 	dirs = slices.Compact(dirs)
-	var runs []RunData
 	for _, d := range dirs {
+		if !named[d] {
+			m, ok, err := readMarker(d)
+			if err != nil {
+				return nil, nil, fmt.Errorf("report: %w", err)
+			}
+			if ok && !m.Finished {
+				unfinished = append(unfinished, d)
+				continue
+			}
+		}
 		r, err := ReadRun(d)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		runs = append(runs, r)
 	}
-	return runs, nil
+	if len(runs) == 0 {
+		return nil, unfinished, fmt.Errorf("report: %s: no finished run (%d unfinished)", strings.Join(paths, ", "), len(unfinished))
+	}
+	return runs, unfinished, nil
 }
 
 // runFolders finds the run folders at dir or one or two levels below it.
