@@ -230,11 +230,15 @@ func Collect(paths []string) (runs []RunData, unfinished []string, err error) {
 		if len(found) == 1 && found[0] == p {
 			named[p] = true
 		}
+		slices.Sort(found)
 		dirs = append(dirs, found...)
 	}
-	slices.Sort(dirs)
-	dirs = slices.Compact(dirs)
-	for _, d := range dirs {
+	seen := map[string]bool{}
+	for _, d := range dirs { // in the order of paths: tables come in that order
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
 		if !named[d] {
 			m, ok, err := readMarker(d)
 			if err != nil {
