@@ -18,8 +18,8 @@ const (
 	// VariantAlone trains the student's network alone on the task's own loss,
 	// with no teacher: it takes the teacher's seat (pix2pix: λ_recon·L1 to
 	// the ground truth + λ_gan·GAN with its own conditional D; CycleGAN: the
-	// GAN, cycle and identity losses with its own G_B, D_A and D_B, all at
-	// the student's width) and no distillation step runs.
+	// GAN, cycle and identity losses with its own G_B at the student's width
+	// and the recipe's D_A and D_B) and no distillation step runs.
 	VariantAlone = "alone"
 	// VariantOutput is plain output distillation: the student's loss is
 	// loss.output_l1·mean|S − T| (10 when the recipe has none) and nothing
