@@ -10,7 +10,7 @@ PKGS    := ./...
 DEB     := libopenblas-dev libopenblas0-pthread python3-torch python3-numpy python3-scipy python3-pil chromium
 PY      := /usr/bin/python3
 
-.PHONY: all run cluster test deps build vet minio unit race nocgo bench screenshot clean
+.PHONY: all run cluster test deps build vet minio unit race nocgo bench ablation screenshot clean
 
 all: build
 
@@ -53,7 +53,7 @@ unit:
 # node trains under it with -short: every data-parallel path, a few steps;
 # launch runs its multi-process cluster for a few steps.
 race:
-	$(GO) test -race -count=1 -timeout 30m ./crd ./crd/data/... ./crd/tensor/... ./allreduce/... ./natsd/... ./coordinator/... ./storage/... ./runlock/...
+	$(GO) test -race -count=1 -timeout 30m ./crd ./crd/ablation ./crd/data/... ./crd/tensor/... ./allreduce/... ./natsd/... ./coordinator/... ./storage/... ./runlock/...
 	$(GO) test -race -short -count=1 -timeout 30m ./crd/nn/... ./node/... ./launch/...
 
 # The pure-Go path must keep working without cgo.
@@ -69,6 +69,30 @@ bench: build
 	$(BIN) bench step
 	$(BIN) bench allreduce
 	$(BIN) bench storage
+
+# README's "Does CRD work? Ablations": every variant of demo and demo-cyclegan
+# (docs/crd.md §11) over ABL_SEEDS seeds, ABL_JOBS runs at a time, then the
+# report (runs/ablation/report.md, .json, psnr.png). Not part of make test.
+# Interrupted? Run it again: finished runs are skipped, the others resume.
+# The budgets, in steps of the online schedule: demo ABL_DEMO_STEPS (teacher
+# and student each train every step); demo-cyclegan ABL_CYCLE_STEPS (its first
+# 2 teacher epochs, 800 steps, then 400 steps of their student round).
+ABL_OUT          ?= runs/ablation
+ABL_SEEDS        ?= 3
+ABL_JOBS         ?= 2
+ABL_DEMO_STEPS   ?= 300
+ABL_DEMO_EVAL    ?= 100
+ABL_CYCLE_STEPS  ?= 1200
+ABL_CYCLE_EVAL   ?= 200
+ablation: build
+	$(BIN) ablate --recipe demo --seeds $(ABL_SEEDS) --jobs $(ABL_JOBS) --max-steps $(ABL_DEMO_STEPS) \
+		--eval-every $(ABL_DEMO_EVAL) --data-root data --out $(ABL_OUT)/demo
+	$(BIN) ablate --recipe demo-cyclegan --seeds $(ABL_SEEDS) --jobs $(ABL_JOBS) --max-steps $(ABL_CYCLE_STEPS) \
+		--eval-every $(ABL_CYCLE_EVAL) --data-root data --out $(ABL_OUT)/demo-cyclegan
+	$(BIN) report $(ABL_OUT)/demo $(ABL_OUT)/demo-cyclegan --json $(ABL_OUT)/report.json \
+		--plot $(ABL_OUT)/psnr.png > $(ABL_OUT)/report.md.tmp
+	mv $(ABL_OUT)/report.md.tmp $(ABL_OUT)/report.md
+	cat $(ABL_OUT)/report.md
 
 # The README's picture of the live page: headless Chromium on a test cluster.
 screenshot: deps

@@ -177,18 +177,61 @@ func Pix2Pix(s, t []float32, shape [4]int, patch int, compat Compat, grad []floa
 	return w.Pix2Pix(s, t, shape, patch, compat, grad, scale)
 }
 
+// Terms selects the slice sets of a CRD term: the full term has all three
+// (AllTerms); the ablations of docs/crd.md §11 drop some. A set not
+// selected is not computed, and its Relation in ImageTerms stays zero.
+type Terms uint8
+
+const (
+	TermRows Terms = 1 << iota
+	TermColumns
+	TermPatches
+
+	AllTerms = TermRows | TermColumns | TermPatches
+)
+
+// String names the selected sets, "rows+columns+patches" for AllTerms and
+// "none" for 0.
+func (ts Terms) String() string {
+	var names []string
+	for _, n := range []struct {
+		t    Terms
+		name string
+	}{{TermRows, "rows"}, {TermColumns, "columns"}, {TermPatches, "patches"}} {
+		if ts&n.t != 0 {
+			names = append(names, n.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, "+")
+}
+
 // CycleGAN is the package-level CycleGAN with w's scratch.
 func (w *Workspace) CycleGAN(s, t []float32, shape [4]int, patch int, grad []float32, scale float64) (float64, []ImageTerms) {
-	return w.combine("CycleGAN", s, t, shape, patch, Intended, CycleGANWeight, grad, scale)
+	return w.combine("CycleGAN", s, t, shape, patch, Intended, CycleGANWeight, AllTerms, grad, scale)
 }
 
 // Pix2Pix is the package-level Pix2Pix with w's scratch.
 func (w *Workspace) Pix2Pix(s, t []float32, shape [4]int, patch int, compat Compat, grad []float32, scale float64) (float64, []ImageTerms) {
-	return w.combine("Pix2Pix", s, t, shape, patch, compat, Pix2PixWeight, grad, scale)
+	return w.combine("Pix2Pix", s, t, shape, patch, compat, Pix2PixWeight, AllTerms, grad, scale)
+}
+
+// CycleGANTerms is CycleGAN with only the slice sets in terms: 25·Σ_b of the
+// selected relations. With AllTerms it is CycleGAN, bit for bit.
+func (w *Workspace) CycleGANTerms(s, t []float32, shape [4]int, patch int, terms Terms, grad []float32, scale float64) (float64, []ImageTerms) {
+	return w.combine("CycleGAN", s, t, shape, patch, Intended, CycleGANWeight, terms, grad, scale)
+}
+
+// Pix2PixTerms is Pix2Pix with only the slice sets in terms (TermPatches
+// selects the patch term of compat). With AllTerms it is Pix2Pix, bit for bit.
+func (w *Workspace) Pix2PixTerms(s, t []float32, shape [4]int, patch int, compat Compat, terms Terms, grad []float32, scale float64) (float64, []ImageTerms) {
+	return w.combine("Pix2Pix", s, t, shape, patch, compat, Pix2PixWeight, terms, grad, scale)
 }
 
 func (w *Workspace) combine(fn string, s, t []float32, shape [4]int, p int, compat Compat, weight float64,
-	grad []float32, scale float64) (float64, []ImageTerms) {
+	terms Terms, grad []float32, scale float64) (float64, []ImageTerms) {
 	if err := CheckShape(shape, p, compat); err != nil {
 		panic(fmt.Sprintf("crd: %s: %s", fn, strings.TrimPrefix(err.Error(), "crd: ")))
 	}
@@ -209,26 +252,30 @@ func (w *Workspace) combine(fn string, s, t []float32, shape [4]int, p int, comp
 		}
 		it := &per[b]
 
-		n, d := RowsSize(C, H, W)
-		w.sets(n * d)
-		Rows(w.xs, sb, C, H, W)
-		Rows(w.ys, tb, C, H, W)
-		it.Row = w.relate(w.xs, w.ys, n, d, gb != nil)
-		if gb != nil {
-			addRows(gb, w.g64[:n*d], alpha, C, H, W)
+		if terms&TermRows != 0 {
+			n, d := RowsSize(C, H, W)
+			w.sets(n * d)
+			Rows(w.xs, sb, C, H, W)
+			Rows(w.ys, tb, C, H, W)
+			it.Row = w.relate(w.xs, w.ys, n, d, gb != nil)
+			if gb != nil {
+				addRows(gb, w.g64[:n*d], alpha, C, H, W)
+			}
 		}
 
-		n, d = ColumnsSize(C, H, W)
-		w.sets(n * d)
-		Columns(w.xs, sb, C, H, W)
-		Columns(w.ys, tb, C, H, W)
-		it.Column = w.relate(w.xs, w.ys, n, d, gb != nil)
-		if gb != nil {
-			addColumns(gb, w.g64[:n*d], alpha, C, H, W)
+		if terms&TermColumns != 0 {
+			n, d := ColumnsSize(C, H, W)
+			w.sets(n * d)
+			Columns(w.xs, sb, C, H, W)
+			Columns(w.ys, tb, C, H, W)
+			it.Column = w.relate(w.xs, w.ys, n, d, gb != nil)
+			if gb != nil {
+				addColumns(gb, w.g64[:n*d], alpha, C, H, W)
+			}
 		}
 
-		if compat == Intended {
-			n, d = PatchesSize(C, H, W, p)
+		if compat == Intended && terms&TermPatches != 0 {
+			n, d := PatchesSize(C, H, W, p)
 			w.sets(n * d)
 			Patches(w.xs, sb, C, H, W, p)
 			Patches(w.ys, tb, C, H, W, p)
@@ -239,7 +286,7 @@ func (w *Workspace) combine(fn string, s, t []float32, shape [4]int, p int, comp
 		}
 		total += it.Row.RKD + it.Column.RKD
 	}
-	if compat == Official {
+	if compat == Official && terms&TermPatches != 0 {
 		// The released code's s is the (N·L, 3, P, P) tensor of all patches, image-major; its
 		// loop relates s[k] for k < N as 3 vectors of P² (docs/crd.md §1.3).
 		L, _ := PatchesSize(C, H, W, p)

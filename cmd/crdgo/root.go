@@ -73,6 +73,8 @@ Distillation (CRD), and trains it on one machine or data-parallel on a cluster.`
 		newLossCmd(g),
 		newDataCmd(g),
 		newTrainCmd(g),
+		newAblateCmd(g),
+		newReportCmd(),
 		newEvalCmd(g),
 		newTranslateCmd(g),
 		newModelCmd(g),

@@ -124,6 +124,7 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
+	t.setOfflineCaps(ds.Len())
 	lcfg := data.LoaderConfig{Seed: r.Seed, BatchSize: r.Schedule.Batch, Shuffle: true, Workers: cfg.Workers, World: world, Rank: rank}
 	loader, err := data.NewLoader(ds, lcfg, t.log)
 	if err != nil {
@@ -134,8 +135,13 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		return Summary{}, err
 	}
 	var sloader *data.Loader
-	if r.Mode == CycleGAN {
-		lcfg.Seed = r.Seed + 1
+	if r.Mode == CycleGAN || r.Schedule.DistillMode() == DistillOffline {
+		// CycleGAN's student loader has its own order (seed + 1, §4.2); an
+		// offline pix2pix student sees the batches in the order the online
+		// student would have seen them: the teacher's.
+		if r.Mode == CycleGAN {
+			lcfg.Seed = r.Seed + 1
+		}
 		if sloader, err = data.NewLoader(ds, lcfg, t.log); err != nil {
 			return Summary{}, err
 		}
@@ -206,9 +212,15 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 		if err != nil {
 			return Summary{}, fmt.Errorf("train: step %d: %w", t.state.Step+1, err)
 		}
-		if r.Mode == Pix2Pix {
+		switch {
+		case r.Mode == Pix2Pix && t.state.Phase == PhaseStudent: // offline: the student's own epochs
+			t.setLR(t.state.Epoch, t.state.RoundEpochs+1)
+		case r.Mode == Pix2Pix:
 			t.setLR(t.state.Epoch+1, t.state.Epoch+1)
-		} else {
+		case t.state.Phase == PhaseStudent && r.Schedule.DistillMode() == DistillOffline:
+			// The rate of the online round the student epoch belongs to.
+			t.setLR(t.state.Epoch, r.Schedule.roundEpoch(t.state.RoundEpochs/(r.Schedule.NDis*r.Schedule.SaveEpochFreq)))
+		default:
 			t.setLR(t.state.Epoch+1, t.state.Epoch)
 		}
 		if opt.BeforeStep != nil {
@@ -248,6 +260,14 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 				}
 			}
 		}
+		capT, _ := t.offlineCaps()
+		switchDue := r.Schedule.DistillMode() == DistillOffline && t.state.Phase == PhaseTeacher && cfg.MaxSteps > 0 && t.state.TeacherSteps >= capT
+		// The last step, and the end of an offline teacher phase, are evaluated below.
+		if cfg.EvalEvery > 0 && t.state.Step%cfg.EvalEvery == 0 && !t.done() && !switchDue {
+			if err := lp.evaluatePeriodic(); err != nil {
+				return Summary{}, err
+			}
+		}
 		if t.state.Step%sampleEvery == 0 {
 			if err := lp.draw(); err != nil {
 				return Summary{}, err
@@ -261,9 +281,22 @@ func (t *Trainer) Run(ctx context.Context, opt RunOptions) (Summary, error) {
 				return Summary{}, err
 			}
 		}
+		if switchDue {
+			// MaxSteps caps each phase of an offline schedule (Trainer.done).
+			if err := lp.evaluate("teacher"); err != nil {
+				return Summary{}, err
+			}
+			if err := lp.toStudent(); err != nil {
+				return Summary{}, err
+			}
+		}
 	}
 	if lp.last == nil || lp.last.Images == 0 || cfg.MaxSteps > 0 {
-		if err := lp.evaluate("all"); err != nil {
+		what := "all"
+		if r.Schedule.DistillMode() == DistillNone {
+			what = "teacher" // there is no student
+		}
+		if err := lp.evaluate(what); err != nil {
 			return Summary{}, err
 		}
 	}
@@ -381,6 +414,27 @@ func (lp *loop) draw() error {
 // process would get — and takes the same decisions: the best teacher (the
 // teacher of CycleGAN's student rounds) and the best student.
 func (lp *loop) evaluate(what string) error {
+	return lp.score(what, true)
+}
+
+// evaluatePeriodic is Config.EvalEvery's evaluation: the networks the run is
+// training now (the teacher, the student, or both), and no decision.
+func (lp *loop) evaluatePeriodic() error {
+	t := lp.t
+	what := "all"
+	switch {
+	case t.rec.Schedule.DistillMode() == DistillNone:
+		what = "teacher"
+	case t.state.Phase == PhaseStudent:
+		what = "student"
+	case t.rec.Schedule.DistillMode() == DistillOffline:
+		what = "teacher" // the student has not started
+	}
+	return lp.score(what, false)
+}
+
+// score evaluates; with decide it may also make G_A the best teacher.
+func (lp *loop) score(what string, decide bool) error {
 	t := lp.t
 	teacher, student := t.Nets.GT, t.Nets.S
 	switch what {
@@ -397,7 +451,7 @@ func (lp *loop) evaluate(what string) error {
 	if lp.rank == 0 {
 		t.logEval(res)
 	}
-	if f := res.Teacher.FID; !math.IsNaN(f) && (t.state.BestTeacher == 0 || f < t.state.BestTeacher) {
+	if f := res.Teacher.FID; decide && !math.IsNaN(f) && (t.state.BestTeacher == 0 || f < t.state.BestTeacher) {
 		t.state.BestTeacher = f
 		if t.Nets.GTBest != nil {
 			if err := t.Nets.GTBest.Params().CopyFrom(t.Nets.GT.Params()); err != nil {
@@ -426,12 +480,32 @@ func (lp *loop) endEpoch(l *data.Loader) error {
 	t := lp.t
 	s := t.rec.Schedule
 	total := s.TotalEpochs()
+	distill := s.DistillMode()
 	if t.rec.Mode == Pix2Pix {
+		if t.state.Phase == PhaseStudent { // an offline schedule's student epochs
+			t.state.StudentEpochs++
+			t.state.RoundEpochs++
+			t.state.StudentCursor = l.Cursor()
+			if t.state.RoundEpochs%s.SaveEpochFreq == 0 || t.state.RoundEpochs == total {
+				if err := lp.evaluate("student"); err != nil {
+					return err
+				}
+				return lp.checkpoint()
+			}
+			return nil
+		}
 		t.state.Epoch++
 		t.state.Cursor = l.Cursor()
 		if t.state.Epoch%s.SaveEpochFreq == 0 || t.state.Epoch == total {
-			if err := lp.evaluate("all"); err != nil {
+			what := "all"
+			if distill != DistillOnline {
+				what = "teacher" // no student yet (offline), or none
+			}
+			if err := lp.evaluate(what); err != nil {
 				return err
+			}
+			if distill == DistillOffline && t.state.Epoch == total {
+				return lp.toStudent()
 			}
 			return lp.checkpoint()
 		}
@@ -455,6 +529,12 @@ func (lp *loop) endEpoch(l *data.Loader) error {
 				return err
 			}
 		}
+		switch {
+		case distill == DistillNone, distill == DistillOffline && t.state.Epoch < total:
+			return lp.checkpoint() // no round: the teacher trains on
+		case distill == DistillOffline:
+			return lp.toStudent()
+		}
 		t.state.Phase, t.state.RoundEpochs = PhaseStudent, 0
 		return lp.checkpoint()
 	}
@@ -462,16 +542,37 @@ func (lp *loop) endEpoch(l *data.Loader) error {
 	t.state.RoundEpochs++
 	t.state.StudentCursor = l.Cursor()
 	roundLen := s.NDis * s.SaveEpochFreq
+	if distill == DistillOffline {
+		roundLen = t.offlineStudentEpochs() // one round, at the end
+	}
 	if t.state.StudentEpochs%s.SaveEpochFreq == 0 || t.state.RoundEpochs == roundLen {
 		if err := lp.evaluate("student"); err != nil {
 			return err
 		}
 	}
 	if t.state.RoundEpochs == roundLen {
-		t.state.Phase = PhaseTeacher
+		if distill != DistillOffline { // offline: done (Trainer.done)
+			t.state.Phase = PhaseTeacher
+		}
 		return lp.checkpoint()
 	}
 	return nil
+}
+
+// toStudent ends an offline schedule's teacher phase: from now on the
+// student trains against the frozen teacher — pix2pix's final G_T, CycleGAN's
+// best G_A (by FID; the final one without FID), as in a student round.
+func (lp *loop) toStudent() error {
+	t := lp.t
+	if t.Nets.GTBest != nil && (math.IsNaN(t.state.BestTeacher) || t.state.BestTeacher == 0) {
+		if err := t.Nets.GTBest.Params().CopyFrom(t.Nets.GT.Params()); err != nil {
+			return err
+		}
+	}
+	t.state.Phase, t.state.RoundEpochs = PhaseStudent, 0
+	t.log.Info("offline schedule: the teacher is trained; the student starts", zap.Int("step", t.state.Step),
+		zap.Int("teacher_steps", t.state.TeacherSteps))
+	return lp.checkpoint()
 }
 
 func (t *Trainer) logEval(res EvalResult) {

@@ -65,6 +65,7 @@ const (
 type crdLoss struct {
 	kind   CRDKind
 	patch  int
+	terms  crd.Terms // the slice sets kept (crd.AllTerms but in ablations)
 	compat crd.Compat
 	ws     crd.Workspace
 	s, t   []float32 // host copies, reused
@@ -99,9 +100,9 @@ func (c *crdLoss) forward(tp *nn.Tape, s, t *nn.Var, on bool) *nn.Var {
 	}
 	var total float64
 	if c.kind == CRDCycleGAN {
-		total, c.Last = c.ws.CycleGAN(c.s, c.t, shape, c.patch, g, 1)
+		total, c.Last = c.ws.CycleGANTerms(c.s, c.t, shape, c.patch, c.terms, g, 1)
 	} else {
-		total, c.Last = c.ws.Pix2Pix(c.s, c.t, shape, c.patch, c.compat, g, 1)
+		total, c.Last = c.ws.Pix2PixTerms(c.s, c.t, shape, c.patch, c.compat, c.terms, g, 1)
 	}
 	y := tp.New(1)
 	be.Upload(y, []float32{float32(total)})

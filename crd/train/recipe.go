@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/crdgo/crdgo/crd"
 )
 
 // Mode is the distillation setting: the teacher's objective and step order.
@@ -34,6 +36,10 @@ type Recipe struct {
 	Mode          Mode   `yaml:"mode"`
 	Compat        string `yaml:"compat"` // intended (default) or official (docs/crd.md §0, §9)
 	Seed          uint64 `yaml:"seed"`
+	// Variant names the ablation variant this recipe was derived with
+	// (ApplyVariant, docs/crd.md §11); empty: the recipe as written,
+	// which is the variant "crd".
+	Variant string `yaml:"variant"`
 
 	Data          DataRecipe `yaml:"data"`
 	Teacher       NetSpec    `yaml:"teacher"`
@@ -112,7 +118,46 @@ type LossRecipe struct {
 	// anchors the student's colours, so the demo recipes use it in place of the
 	// perceptual terms.
 	OutputL1 float64 `yaml:"output_l1"`
+	// CRDOff lists the slice sets left out of the CRD term: "rows",
+	// "columns", "patches" (docs/crd.md §11). Empty: the full term;
+	// all three: no CRD term at all (it is not computed).
+	CRDOff []string `yaml:"crd_off"`
 }
+
+// CRDTerms are the slice sets the CRD term keeps (crd.AllTerms unless CRDOff
+// drops some). Names were checked by Validate; an unknown one drops nothing.
+func (l LossRecipe) CRDTerms() crd.Terms {
+	t := crd.AllTerms
+	for _, n := range l.CRDOff {
+		switch n {
+		case "rows":
+			t &^= crd.TermRows
+		case "columns":
+			t &^= crd.TermColumns
+		case "patches":
+			t &^= crd.TermPatches
+		}
+	}
+	return t
+}
+
+// Distill is when the student learns from the teacher (docs/crd.md §11).
+type Distill string
+
+const (
+	// DistillOnline is CRD's schedule: the teacher, its discriminator and
+	// the student train together (pix2pix: every step, §4.1; CycleGAN:
+	// student rounds between teacher epochs, §4.2). The default.
+	DistillOnline Distill = "online"
+	// DistillOffline trains the teacher first, for the whole schedule, then
+	// the student against the frozen final teacher, for as many student
+	// epochs (and at the same learning rates) as the online schedule gives it.
+	DistillOffline Distill = "offline"
+	// DistillNone trains the teacher's seat only: no student step. The
+	// ablation "alone" puts the student's architecture in that seat, so it
+	// trains on the task's own loss with its own discriminator.
+	DistillNone Distill = "none"
+)
 
 // Schedule is the optimisation schedule (docs/crd.md §4).
 type Schedule struct {
@@ -125,6 +170,16 @@ type Schedule struct {
 	LR             float64 `yaml:"lr"`
 	Beta1          float64 `yaml:"beta1"`
 	Beta2          float64 `yaml:"beta2"`
+	// Distill is online (the default when empty), offline or none.
+	Distill Distill `yaml:"distill"`
+}
+
+// DistillMode is Distill with the default filled in.
+func (s Schedule) DistillMode() Distill {
+	if s.Distill == "" {
+		return DistillOnline
+	}
+	return s.Distill
 }
 
 // EvalRecipe says how results are measured (docs/crd.md §7).
@@ -307,6 +362,19 @@ func (r Recipe) Validate() error {
 		{"loss.perceptual_factor", l.PerceptualFactor}, {"loss.student_gan", l.StudentGAN}, {"loss.output_l1", l.OutputL1}} {
 		floatIn(f.name, f.v, 0, 1e9)
 	}
+	seen := map[string]bool{}
+	for _, n := range l.CRDOff {
+		switch {
+		case n != "rows" && n != "columns" && n != "patches":
+			bad("loss.crd_off", fmt.Sprintf("%q", n), `"rows", "columns" or "patches"`)
+		case seen[n]:
+			bad("loss.crd_off", fmt.Sprintf("%q twice", n), "each set at most once")
+		}
+		seen[n] = true
+	}
+	if r.Variant != "" && !slices.Contains(Variants(), r.Variant) {
+		bad("variant", fmt.Sprintf("%q", r.Variant), "empty or one of "+strings.Join(Variants(), ", "))
+	}
 	intIn("loss.pool_size", l.PoolSize, 0, 100_000)
 	intIn("loss.crd_patch", l.Patch, 1, d.CropSize/2)
 	s := r.Schedule
@@ -318,6 +386,11 @@ func (r Recipe) Validate() error {
 	intIn("schedule.decay_epochs", s.DecayEpochs, 0, 100_000)
 	if s.Epochs+s.DecayEpochs < 1 {
 		bad("schedule.epochs + schedule.decay_epochs", s.Epochs+s.DecayEpochs, "≥ 1")
+	}
+	switch s.Distill {
+	case "", DistillOnline, DistillOffline, DistillNone:
+	default:
+		bad("schedule.distill", fmt.Sprintf("%q", s.Distill), `"online", "offline" or "none"`)
 	}
 	intIn("schedule.n_dis", s.NDis, 1, 1000)
 	intIn("schedule.save_epoch_freq", s.SaveEpochFreq, 1, 100_000)

@@ -75,25 +75,118 @@ func (t *Trainer) trainSet(ctx context.Context) (*data.Dataset, error) {
 	return data.OpenUnaligned(ctx, src, r.Data.TrainA, r.Data.TrainB, opt, t.log)
 }
 
-// done reports whether the schedule is complete.
+// done reports whether the schedule is complete. An offline schedule
+// (docs/crd.md §11) is complete after its student phase. With
+// MaxSteps it takes as many teacher steps, and then as many student steps,
+// as the online schedule takes in its first MaxSteps steps (offlineCaps), so
+// that each network is updated as often as in the online run.
 func (t *Trainer) done() bool {
+	if t.rec.Schedule.DistillMode() == DistillOffline {
+		if t.state.Phase != PhaseStudent {
+			return false
+		}
+		if _, capS := t.offlineCaps(); t.cfg.MaxSteps > 0 && t.state.StudentSteps >= capS {
+			return true
+		}
+		return t.state.RoundEpochs >= t.offlineStudentEpochs()
+	}
+	if capT, _ := t.offlineCaps(); t.rec.Schedule.DistillMode() == DistillNone && t.cfg.MaxSteps > 0 && t.state.TeacherSteps >= capT {
+		return true // the teacher's seat gets the online teacher's steps
+	}
 	if t.cfg.MaxSteps > 0 && t.state.Step >= t.cfg.MaxSteps {
 		return true
 	}
 	return t.state.Epoch >= t.rec.Schedule.TotalEpochs() && t.state.Phase == PhaseTeacher
 }
 
+// rounds is the number of CycleGAN student rounds of the schedule: one after
+// every save_epoch_freq teacher epochs and one after the last (§4.2).
+func (s Schedule) rounds() int {
+	return (s.TotalEpochs() + s.SaveEpochFreq - 1) / s.SaveEpochFreq
+}
+
+// roundEpoch is the teacher epoch after which CycleGAN's student round k
+// (0-based) runs.
+func (s Schedule) roundEpoch(k int) int {
+	return min((k+1)*s.SaveEpochFreq, s.TotalEpochs())
+}
+
+// onlineSplit is how many teacher steps and student steps the online
+// schedule takes in its first maxSteps steps, with per steps an epoch:
+// pix2pix trains both in every step; CycleGAN has its teacher epochs and
+// student rounds (§4.2).
+func (s Schedule) onlineSplit(mode Mode, per, maxSteps int) (teacher, student int) {
+	if mode == Pix2Pix {
+		return maxSteps, maxSteps
+	}
+	left := maxSteps
+	for e := 1; e <= s.TotalEpochs() && left > 0; e++ {
+		n := min(per, left)
+		teacher, left = teacher+n, left-n
+		if e%s.SaveEpochFreq == 0 || e == s.TotalEpochs() {
+			n = min(s.NDis*s.SaveEpochFreq*per, left)
+			student, left = student+n, left-n
+		}
+	}
+	return teacher, student
+}
+
+// setOfflineCaps computes the caps of an offline schedule, or of one with no
+// distillation (which takes the online teacher's steps), under MaxSteps from
+// the training set's length n.
+func (t *Trainer) setOfflineCaps(n int) {
+	s := t.rec.Schedule
+	if s.DistillMode() == DistillOnline || t.cfg.MaxSteps == 0 {
+		return
+	}
+	t.capT, t.capS = s.onlineSplit(t.rec.Mode, (n+s.Batch-1)/s.Batch, t.cfg.MaxSteps)
+	t.capsSet = true
+}
+
+// offlineCaps are the teacher and student steps an offline schedule takes
+// under MaxSteps. Before Run has seen the data they are MaxSteps each, which
+// is exact for pix2pix.
+func (t *Trainer) offlineCaps() (teacher, student int) {
+	if !t.capsSet {
+		return t.cfg.MaxSteps, t.cfg.MaxSteps
+	}
+	return t.capT, t.capS
+}
+
+// offlineStudentEpochs is the length of an offline schedule's student phase:
+// the student epochs the online schedule has (pix2pix: one per teacher
+// epoch; CycleGAN: every round's).
+func (t *Trainer) offlineStudentEpochs() int {
+	s := t.rec.Schedule
+	if t.rec.Mode == Pix2Pix {
+		return s.TotalEpochs()
+	}
+	return s.rounds() * s.NDis * s.SaveEpochFreq
+}
+
 // plannedSteps estimates the run's steps, for the progress bar.
 func (t *Trainer) plannedSteps(n int) int {
 	s := t.rec.Schedule
 	per := (n + s.Batch - 1) / s.Batch
-	total := per * s.TotalEpochs()
-	if t.rec.Mode == CycleGAN {
-		rounds := s.TotalEpochs() / s.SaveEpochFreq
-		if s.TotalEpochs()%s.SaveEpochFreq != 0 {
-			rounds++
+	teacher := per * s.TotalEpochs()
+	switch s.DistillMode() {
+	case DistillNone:
+		if t.cfg.MaxSteps > 0 {
+			capT, _ := t.offlineCaps()
+			teacher = min(teacher, capT)
 		}
-		total += rounds * s.NDis * s.SaveEpochFreq * per
+		return teacher
+	case DistillOffline:
+		student := per * t.offlineStudentEpochs()
+		if t.cfg.MaxSteps > 0 {
+			capT, capS := t.offlineCaps()
+			teacher, student = min(teacher, capT), min(student, capS)
+		}
+		return teacher + student
+	}
+	total := teacher
+	if t.rec.Mode == CycleGAN {
+		total += s.rounds() * s.NDis * s.SaveEpochFreq * per
 	}
 	if t.cfg.MaxSteps > 0 {
 		total = min(total, t.cfg.MaxSteps)

@@ -50,8 +50,8 @@ func TestLossSharesSumToTheGlobalBatch(t *testing.T) {
 	}
 	d.Params().Initialize(rand.New(rand.NewPCG(2, 2)))
 	d.Params().SetRequiresGrad(false)
-	cycle := &crdLoss{kind: CRDCycleGAN, patch: 8}
-	pix := &crdLoss{kind: CRDPix2Pix, patch: 8, compat: crd.Intended}
+	cycle := &crdLoss{kind: CRDCycleGAN, patch: 8, terms: crd.AllTerms}
+	pix := &crdLoss{kind: CRDPix2Pix, patch: 8, compat: crd.Intended, terms: crd.AllTerms}
 
 	terms := []struct {
 		name string

@@ -86,7 +86,11 @@ func (t *Trainer) Step(ctx context.Context, b *data.Batch, sync GradSync) (Losse
 	switch {
 	case t.rec.Mode == Pix2Pix:
 		l, err = t.stepPix2Pix(ss, run, &part, sh)
-		t.state.TeacherSteps++
+		if t.state.Phase == PhaseStudent {
+			t.state.StudentSteps++ // an offline schedule's student phase
+		} else {
+			t.state.TeacherSteps++
+		}
 	case t.state.Phase == PhaseStudent:
 		l, err = t.stepCycleStudent(ss, run, sh)
 		t.state.StudentSteps++
@@ -111,6 +115,11 @@ func (t *Trainer) record(l Losses, name string, v *nn.Var, w float32) {
 // loss through the pre-update D; the student loss against T detached (the
 // pre-update teacher output). All three gradients come from the same
 // pre-update parameters; then each is synchronised and applied.
+//
+// Without online distillation (schedule.distill, docs/crd.md §11) a
+// step of the teacher phase stops before the student (none, offline), and a
+// step of an offline schedule's student phase trains only the student,
+// against the frozen teacher.
 func (t *Trainer) stepPix2Pix(ss *stepSync, b, part *data.Batch, sh share) (Losses, error) {
 	tp := t.tp
 	tp.Reset()
@@ -124,10 +133,15 @@ func (t *Trainer) stepPix2Pix(ss *stepSync, b, part *data.Batch, sh share) (Loss
 	n.D.Params().SetRequiresGrad(true)
 	defer n.D.Params().SetRequiresGrad(true)
 
+	studentPhase := t.state.Phase == PhaseStudent
+	student := t.rec.Schedule.DistillMode() == DistillOnline || studentPhase
 	T := n.GT.Forward(tp, a)
-	S := n.S.Forward(tp, a)
+	var S *nn.Var
+	if student {
+		S = n.S.Forward(tp, a)
+	}
 	losses := Losses{}
-	teacher := (t.state.TeacherSteps+1)%t.rec.Schedule.NDis == 0 // the reference's step counts from 1
+	teacher := !studentPhase && (t.state.TeacherSteps+1)%t.rec.Schedule.NDis == 0 // the reference's step counts from 1
 	if teacher {
 		// D on fakes, then reals: the reference's order (batch norm running
 		// statistics update in call order); one batch when D has no batch norm.
@@ -147,14 +161,18 @@ func (t *Trainer) stepPix2Pix(ss *stepSync, b, part *data.Batch, sh share) (Loss
 		t.record(losses, "G_T_L1", l1, sh.mean)
 	}
 	n.D.Params().SetRequiresGrad(false)
-	lossS := t.studentLoss(tp, a, S, nn.Detach(T), n.D, true, losses, sh)
-	tp.Backward(lossS)
+	if student {
+		lossS := t.studentLoss(tp, a, S, nn.Detach(T), n.D, true, losses, sh)
+		tp.Backward(lossS)
+	}
 
 	var phases []phaseOpt
 	if teacher {
 		phases = append(phases, phaseOpt{"D", t.optD}, phaseOpt{"G_T", t.optGT})
 	}
-	phases = append(phases, phaseOpt{"G_S", t.optS})
+	if student {
+		phases = append(phases, phaseOpt{"G_S", t.optS})
+	}
 	if err := t.syncApply(ss, phases...); err != nil {
 		return nil, err
 	}
@@ -170,10 +188,16 @@ func (t *Trainer) stepPix2Pix(ss *stepSync, b, part *data.Batch, sh share) (Loss
 func (t *Trainer) studentLoss(tp *nn.Tape, a, S, T *nn.Var, d interface {
 	Forward(*nn.Tape, *nn.Var) *nn.Var
 }, conditional bool, losses Losses, sh share) *nn.Var {
-	lc := t.crdLoss.forward(tp, S, T, sh.sum != 0)
-	terms, ws := []*nn.Var{lc}, []float32{sh.sum}
-	t.record(losses, "S_crd", lc, sh.sum)
-	if t.vgg != nil {
+	var (
+		terms []*nn.Var
+		ws    []float32
+	)
+	if t.crdLoss.terms != 0 { // an ablation may drop the whole term: then it is not computed
+		lc := t.crdLoss.forward(tp, S, T, sh.sum != 0)
+		terms, ws = append(terms, lc), append(ws, sh.sum)
+		t.record(losses, "S_crd", lc, sh.sum)
+	}
+	if t.vgg != nil && (t.styleW != 0 || t.featureW != 0) {
 		style, feature := perceptual(tp, t.vgg, S, T, t.styleW, t.featureW)
 		terms, ws = append(terms, style, feature), append(ws, sh.mean, sh.mean)
 		t.record(losses, "S_style", style, sh.mean)

@@ -38,9 +38,18 @@ type Config struct {
 	// RealStats overrides the recipe's real statistics file (npz).
 	RealStats string
 	// MaxSteps stops training after this many steps (0: the recipe's epochs).
+	// Without online distillation (schedule.distill offline or none) it is
+	// the budget of the online schedule: the run takes the teacher steps and
+	// then the student steps that the online run's first MaxSteps steps take
+	// (docs/crd.md §11).
 	MaxSteps int
 	// LogEvery, SampleEvery and CheckpointEvery are in steps (0: defaults).
 	LogEvery, SampleEvery, CheckpointEvery int
+	// EvalEvery, when > 0, adds an evaluation every EvalEvery steps to the
+	// schedule's own (docs/crd.md §4.1), for metric curves (crdgo ablate).
+	// These evaluations score the networks a run is training and change
+	// nothing in it: they never pick CycleGAN's best teacher.
+	EvalEvery int
 	// KeepCheckpoints is how many step checkpoints to keep (0: 3).
 	KeepCheckpoints int
 	// KeepEvery, when > 0, also keeps every checkpoint whose step is a
@@ -68,7 +77,7 @@ func (c Config) Validate() error {
 		name string
 		v    int
 	}{{"max steps", c.MaxSteps}, {"log every", c.LogEvery}, {"sample every", c.SampleEvery},
-		{"checkpoint every", c.CheckpointEvery}, {"keep checkpoints", c.KeepCheckpoints}, {"keep every", c.KeepEvery}, {"workers", c.Workers}} {
+		{"checkpoint every", c.CheckpointEvery}, {"eval every", c.EvalEvery}, {"keep checkpoints", c.KeepCheckpoints}, {"keep every", c.KeepEvery}, {"workers", c.Workers}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %d: want ≥ 0", f.name, f.v))
 		}
@@ -106,6 +115,10 @@ type Trainer struct {
 	ganMode                       GANMode
 	styleW, featureW, studentGANW float32
 	outputL1W                     float32
+	// An offline schedule's teacher and student steps under MaxSteps
+	// (setOfflineCaps), once Run has seen the data.
+	capT, capS int
+	capsSet    bool
 
 	// Retention (retention.go): checkpoints known intact, broken ones already
 	// reported, and the checkpoint the state was loaded from.
@@ -134,7 +147,7 @@ func New(cfg Config, be tensor.Backend, ext Extras, log *zap.Logger) (*Trainer, 
 	if err != nil {
 		return nil, err
 	}
-	t.crdLoss = &crdLoss{kind: CRDPix2Pix, patch: r.Loss.Patch, compat: compat}
+	t.crdLoss = &crdLoss{kind: CRDPix2Pix, patch: r.Loss.Patch, compat: compat, terms: r.Loss.CRDTerms()}
 	if r.Mode == CycleGAN {
 		t.crdLoss.kind = CRDCycleGAN
 	}
@@ -142,6 +155,10 @@ func New(cfg Config, be tensor.Backend, ext Extras, log *zap.Logger) (*Trainer, 
 	t.styleW, t.featureW = f*float32(r.Loss.Style), f*float32(r.Loss.Feature)
 	t.studentGANW = float32(r.Loss.StudentGAN)
 	t.outputL1W = float32(r.Loss.OutputL1)
+	if r.Schedule.DistillMode() != DistillNone && t.crdLoss.terms == 0 && t.outputL1W == 0 && t.studentGANW == 0 &&
+		(t.vgg == nil || t.styleW == 0 && t.featureW == 0) {
+		return nil, fmt.Errorf("recipe %s: the student has no loss term: loss.crd_off drops every CRD set, loss.output_l1 and loss.student_gan are 0 and there are no perceptual terms (--vgg)", r.Name)
+	}
 
 	// Seeded initialisation in a fixed order: teacher(s), discriminator(s), student.
 	rng := rand.New(rand.NewPCG(r.Seed, 0x9e3779b97f4a7c15))
