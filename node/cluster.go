@@ -896,6 +896,10 @@ type reporter struct {
 	err error
 }
 
+// droppedGrace bounds how long a node whose report was dropped waits to hear
+// of the generation (or the end of the job) that made it stale.
+const droppedGrace = 10 * time.Second
+
 func newReporter(n *clusterNode, gen uint64) *reporter {
 	r := &reporter{n: n, gen: gen, ch: make(chan coordinator.Report, 2*coordinator.MaxAhead), done: make(chan struct{})}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -918,7 +922,17 @@ func (r *reporter) loop() {
 		switch {
 		case err == nil, r.ctx.Err() != nil:
 		case errors.Is(err, coordinator.ErrDropped):
-			if s := r.n.view.snapshot(); s.assign != nil && s.assign.Gen > r.gen || s.status == coordinator.Failed {
+			// A report of a generation that just ended is dropped; the news
+			// of the next generation may reach this node's view a moment
+			// after the reply does. Wait for it, bounded, before calling the
+			// drop an error.
+			over := func(s viewState) bool {
+				return s.assign != nil && s.assign.Gen > r.gen || s.status == coordinator.Failed || s.status == coordinator.Done
+			}
+			wctx, wcancel := context.WithTimeout(r.ctx, droppedGrace)
+			werr := r.n.view.wait(wctx, droppedGrace, func(viewState) {}, over)
+			wcancel()
+			if werr == nil {
 				continue // the generation or the job is over; onUpdate stops training
 			}
 			r.setErr(fmt.Errorf("node %s: report of step %d: %w", r.n.cfg.ID, rep.Step, err))
