@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"regexp"
+	"strings"
 )
 
 // The control protocol: every request, every raft log entry and every event is
@@ -411,6 +412,27 @@ func name(field, s string) error {
 		return fmt.Errorf("%s %q: want 1-64 letters, digits, '-' or '_'", field, s)
 	}
 	return nil
+}
+
+// NameFrom makes s a valid job or node name (1-64 letters, digits, '-' or
+// '_'): other characters become '_', the rest is cut; empty gives empty.
+func NameFrom(s, empty string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if b.Len() == 64 {
+			break
+		}
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	if b.Len() == 0 {
+		return empty
+	}
+	return b.String()
 }
 
 func token(field, s string) error {

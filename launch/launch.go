@@ -122,23 +122,7 @@ func (c Config) Validate() error {
 
 // JobName makes a recipe's name (or a YAML file's) a job name.
 func JobName(recipe string) string {
-	base := strings.TrimSuffix(filepath.Base(recipe), filepath.Ext(recipe))
-	var b strings.Builder
-	for _, c := range base {
-		if b.Len() == 64 {
-			break
-		}
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-			b.WriteRune(c)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	if b.Len() == 0 {
-		return "job"
-	}
-	return b.String()
+	return coordinator.NameFrom(strings.TrimSuffix(filepath.Base(recipe), filepath.Ext(recipe)), "job")
 }
 
 // Process is one child.

@@ -542,8 +542,8 @@ func (n *clusterNode) waitAssignment(ctx context.Context) (coordinator.Assignmen
 
 // checkAssignment verifies that the generation is one this node can train:
 // the trainer's sampler cuts the global batch as coordinator.Split does, and
-// the node's first generation starts from step 1 (a node entering a running
-// job would need the committed state: not done yet).
+// the node's first generation starts from step 1: a node joins a job before its
+// first step, or not at all (it would need the committed state; docs/cluster.md).
 func checkAssignment(a coordinator.Assignment, s coordinator.Spec, id string, first bool) error {
 	switch {
 	case a.World < 1 || a.Rank < 0 || a.Rank >= a.World || len(a.Ring) != a.World || len(a.Hosts) != a.World:
@@ -555,7 +555,7 @@ func checkAssignment(a coordinator.Assignment, s coordinator.Spec, id string, fi
 	case !slices.Equal(a.Split, coordinator.Split(s.GlobalBatch, a.World)):
 		return fmt.Errorf("generation %d: batch split %v, the trainer's sampler cuts %v", a.Gen, a.Split, coordinator.Split(s.GlobalBatch, a.World))
 	case first && a.Start != 1:
-		return fmt.Errorf("generation %d starts at step %d: entering a running job (from its committed state) is not implemented yet (docs/cluster.md, \"Not yet\")", a.Gen, a.Start)
+		return fmt.Errorf("generation %d starts at step %d: a node joins a job only before its first step; restart the job from its committed checkpoint to add nodes (docs/cluster.md)", a.Gen, a.Start)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crdgo/crdgo/allreduce"
+	"github.com/crdgo/crdgo/coordinator"
 	"github.com/crdgo/crdgo/crd/data"
 	"github.com/crdgo/crdgo/crd/tensor"
 	"github.com/crdgo/crdgo/crd/train"
@@ -265,24 +266,7 @@ func runWorker(ctx context.Context, cfg LocalConfig, w *Worker) (train.Summary, 
 }
 
 // jobName makes a recipe name a valid allreduce job name.
-func jobName(recipe string) string {
-	var b strings.Builder
-	for _, c := range recipe {
-		if b.Len() == 64 {
-			break
-		}
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-			b.WriteRune(c)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	if b.Len() == 0 {
-		return "local"
-	}
-	return b.String()
-}
+func jobName(recipe string) string { return coordinator.NameFrom(recipe, "local") }
 
 // localLinks are the transports of one local run and what they need.
 type localLinks struct {
