@@ -111,13 +111,14 @@ func printEval(w io.Writer, cp string, rec train.Recipe, res train.EvalResult) {
 	if res.RealStats != "" {
 		fmt.Fprintf(w, "real statistics: %s\n", res.RealStats)
 	}
-	fmt.Fprintf(w, "| network | FID | KID | PSNR dB | SSIM | L1 |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| network | FID | KID | PSNR dB | SSIM | L1 | PSNR to teacher dB | SSIM to teacher |\n|---|---|---|---|---|---|---|---|\n")
 	for _, row := range []struct {
 		name string
 		s    train.Scores
 	}{{fmt.Sprintf("teacher %s ngf %d", rec.Teacher.Arch, rec.Teacher.NGF), res.Teacher},
 		{fmt.Sprintf("student %s ngf %d", rec.Student.Arch, rec.Student.NGF), res.Student}} {
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", row.name, num(row.s.FID, 2), num(row.s.KID, 4), num(row.s.PSNR, 2), num(row.s.SSIM, 4), num(row.s.L1, 4))
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", row.name, num(row.s.FID, 2), num(row.s.KID, 4), num(row.s.PSNR, 2),
+			num(row.s.SSIM, 4), num(row.s.L1, 4), num(row.s.PSNRTeacher, 2), num(row.s.SSIMTeacher, 4))
 		if row.s.Warning != "" {
 			fmt.Fprintf(w, "  warning: %s\n", row.s.Warning)
 		}

@@ -322,6 +322,7 @@ func runTrain(ctx context.Context, f *trainFlags, log *zap.Logger) error {
 		zap.String("samples", filepath.Join(place.local, "samples", "latest.png")), zap.String("loss_plot", filepath.Join(place.local, "loss.png"))}
 	if e := sum.Eval; e != nil {
 		fields = append(fields, zap.Float64("teacher_psnr", e.Teacher.PSNR), zap.Float64("student_psnr", e.Student.PSNR),
+			zap.Float64("student_psnr_to_teacher", e.Student.PSNRTeacher),
 			zap.Float64("teacher_fid", e.Teacher.FID), zap.Float64("student_fid", e.Student.FID))
 	}
 	log.Info("training done", fields...)

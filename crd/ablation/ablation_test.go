@@ -166,8 +166,14 @@ func TestExecuteResumesAndReports(t *testing.T) {
 		t.Fatalf("tables = %+v; want one with two rows", tables)
 	}
 	tb := tables[0]
-	if !slices.Equal(tb.Metrics, []string{"psnr", "ssim", "l1"}) {
-		t.Errorf("metrics %v; want the paired ones", tb.Metrics)
+	if !slices.Equal(tb.Metrics, []string{"psnr", "ssim", "l1", "psnr_teacher", "ssim_teacher"}) {
+		t.Errorf("metrics %v; want the paired ones and the student's against its teacher", tb.Metrics)
+	}
+	for _, row := range tb.Rows {
+		_, has := row.Final["psnr_teacher"]
+		if want := row.Variant != train.VariantAlone; has != want {
+			t.Errorf("%s: PSNR to teacher present %v; want %v (only a run with a teacher has it)", row.Variant, has, want)
+		}
 	}
 	for _, row := range tb.Rows {
 		// The row's numbers are the runs' own: recompute them from metrics.jsonl.

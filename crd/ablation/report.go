@@ -28,11 +28,13 @@ type Metric struct {
 
 // Metrics are the measurements of an evaluation (docs/crd.md §7), in table
 // order: the paired ones on synthetic data, FID and KID with Inception
-// weights.
+// weights, and the student's closeness to its teacher's outputs (runs that
+// have a teacher).
 func Metrics() []Metric {
 	return []Metric{
 		{"psnr", "PSNR dB", true, "%.2f"}, {"ssim", "SSIM", true, "%.3f"}, {"l1", "L1", false, "%.4f"},
 		{"fid", "FID", false, "%.2f"}, {"kid", "KID", false, "%.4f"},
+		{"psnr_teacher", "PSNR to teacher dB", true, "%.2f"}, {"ssim_teacher", "SSIM to teacher", true, "%.3f"},
 	}
 }
 
@@ -186,8 +188,8 @@ func measured(s *train.Scores) map[string]float64 {
 	if s == nil {
 		return vals
 	}
-	for name, v := range map[string]float64{"psnr": s.PSNR, "ssim": s.SSIM, "l1": s.L1, "fid": s.FID, "kid": s.KID} {
-		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+	for name, v := range s.Measured() {
+		if _, ok := metricByName(name); ok {
 			vals[name] = v
 		}
 	}

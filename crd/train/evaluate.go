@@ -28,28 +28,49 @@ type FIDNet interface {
 // Scores are one generator's results on the evaluation set. Fields that could
 // not be measured are NaN (no Inception weights; no ground truth).
 type Scores struct {
-	FID     float64 `json:"fid"`
-	KID     float64 `json:"kid"`
-	KIDStd  float64 `json:"kid_std"`
-	PSNR    float64 `json:"psnr"` // dB, images as uint8 (tensor2im), peak 1 on [0,1]
-	SSIM    float64 `json:"ssim"`
-	L1      float64 `json:"l1"` // mean |output − target| on [0,1]
-	Warning string  `json:"warning,omitempty"`
+	FID    float64 `json:"fid"`
+	KID    float64 `json:"kid"`
+	KIDStd float64 `json:"kid_std"`
+	PSNR   float64 `json:"psnr"` // dB, images as uint8 (tensor2im), peak 1 on [0,1]
+	SSIM   float64 `json:"ssim"`
+	L1     float64 `json:"l1"` // mean |output − target| on [0,1]
+	// PSNRTeacher and SSIMTeacher compare the student's output with the
+	// teacher's on the same inputs, both as uint8 (docs/crd.md §7): how
+	// close the distillation came, on paired and unpaired tasks alike. Only
+	// a student evaluated together with its teacher has them.
+	PSNRTeacher float64 `json:"psnr_teacher"`
+	SSIMTeacher float64 `json:"ssim_teacher"`
+	Warning     string  `json:"warning,omitempty"`
 }
+
+// ScoreNames are the measurements of Scores by JSON name, in the order
+// logs and tables show them.
+var ScoreNames = []string{"fid", "kid", "kid_std", "psnr", "ssim", "l1", "psnr_teacher", "ssim_teacher"}
 
 // scoreFields are the measurements of Scores by JSON name.
 func (s *Scores) scoreFields() map[string]*float64 {
-	return map[string]*float64{"fid": &s.FID, "kid": &s.KID, "kid_std": &s.KIDStd, "psnr": &s.PSNR, "ssim": &s.SSIM, "l1": &s.L1}
+	return map[string]*float64{"fid": &s.FID, "kid": &s.KID, "kid_std": &s.KIDStd, "psnr": &s.PSNR, "ssim": &s.SSIM, "l1": &s.L1,
+		"psnr_teacher": &s.PSNRTeacher, "ssim_teacher": &s.SSIMTeacher}
+}
+
+// Measured are the measurements of s that were made (not NaN) and are
+// finite, by JSON name.
+func (s Scores) Measured() map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range s.scoreFields() {
+		if !math.IsNaN(*v) && !math.IsInf(*v, 0) {
+			out[k] = *v
+		}
+	}
+	return out
 }
 
 // MarshalJSON leaves out what was not measured (NaN) and what JSON cannot
 // hold (±Inf, e.g. the PSNR of identical images).
 func (s Scores) MarshalJSON() ([]byte, error) {
 	out := map[string]any{}
-	for k, v := range s.scoreFields() {
-		if !math.IsNaN(*v) && !math.IsInf(*v, 0) {
-			out[k] = *v
-		}
+	for k, v := range s.Measured() {
+		out[k] = v
 	}
 	if s.Warning != "" {
 		out["warning"] = s.Warning
@@ -215,7 +236,8 @@ func (e *Evaluator) nReal() int {
 }
 
 // Evaluate runs teacher and student (either may be nil) over the evaluation
-// set in evaluation mode and scores them.
+// set in evaluation mode and scores them; with both, the student is also
+// compared with the teacher's outputs (Scores.PSNRTeacher).
 func (e *Evaluator) Evaluate(ctx context.Context, teacher, student model.Network) (EvalResult, error) {
 	res := EvalResult{Images: e.n(), Teacher: nanScores(), Student: nanScores()}
 	if e.inception != nil && e.real == nil {
@@ -224,25 +246,27 @@ func (e *Evaluator) Evaluate(ctx context.Context, teacher, student model.Network
 		}
 	}
 	res.RealStats = e.realFrom
-	for _, g := range []struct {
-		net model.Network
-		out *Scores
-	}{{teacher, &res.Teacher}, {student, &res.Student}} {
-		if g.net == nil {
-			continue
-		}
-		s, err := e.score(ctx, g.net)
+	var ref [][]uint8
+	if teacher != nil {
+		s, outs, err := e.score(ctx, teacher, nil, student != nil)
 		if err != nil {
 			return res, err
 		}
-		*g.out = s
+		res.Teacher, ref = s, outs
+	}
+	if student != nil {
+		s, _, err := e.score(ctx, student, ref, false)
+		if err != nil {
+			return res, err
+		}
+		res.Student = s
 	}
 	return res, nil
 }
 
 func nanScores() Scores {
 	n := math.NaN()
-	return Scores{FID: n, KID: n, KIDStd: n, PSNR: n, SSIM: n, L1: n}
+	return Scores{FID: n, KID: n, KIDStd: n, PSNR: n, SSIM: n, L1: n, PSNRTeacher: n, SSIMTeacher: n}
 }
 
 const evalBatch = 8
@@ -329,7 +353,14 @@ func toUint8(dst []uint8, x []float32, round bool) {
 // and L1, each a float64 in nn.Float64Words float32s.
 const pairedWords = 3 * nn.Float64Words
 
-func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) {
+// teacherWords is what one image's comparison with the teacher's output
+// takes on the wire: PSNR and SSIM.
+const teacherWords = 2 * nn.Float64Words
+
+// score evaluates g on the evaluation set. With ref (the teacher's outputs
+// as uint8 for this rank's part of the images, in order) it also compares
+// g's outputs with them; with keep it returns g's own outputs so.
+func (e *Evaluator) score(ctx context.Context, g model.Network, ref [][]uint8, keep bool) (Scores, [][]uint8, error) {
 	g.SetTraining(false)
 	defer g.SetTraining(true)
 	tp := nn.NewTape(e.be)
@@ -337,20 +368,45 @@ func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) 
 	s := nanScores()
 	n := e.n()
 	lo, hi := e.part(n)
-	var paired, acts []float32
+	var paired, toTeacher, acts []float32
+	var kept [][]uint8
 	for i := lo; i < hi; i += evalBatch {
 		if err := ctx.Err(); err != nil {
-			return s, err
+			return s, nil, err
 		}
 		var exs []data.Example
 		for j := i; j < min(hi, i+evalBatch); j++ {
 			ex, err := e.ds.Example(ctx, 0, 0, j)
 			if err != nil {
-				return s, fmt.Errorf("eval: %w", err)
+				return s, nil, fmt.Errorf("eval: %w", err)
 			}
 			exs = append(exs, ex)
 		}
 		outs := Translate(tp, g, exs)
+		for k, out := range outs {
+			if !keep && ref == nil {
+				break
+			}
+			u := make([]uint8, len(out))
+			toUint8(u, out, false)
+			if keep {
+				kept = append(kept, u)
+			}
+			if ref != nil {
+				t := ref[i-lo+k]
+				if len(t) != len(u) {
+					return s, nil, fmt.Errorf("eval: image %d: the teacher gave %d values, the student %d", i+k, len(t), len(u))
+				}
+				a, b := make([]float32, len(u)), make([]float32, len(t))
+				metric.Uint8ToUnit(a, u)
+				metric.Uint8ToUnit(b, t)
+				side := int(math.Sqrt(float64(len(a) / 3)))
+				var w [teacherWords]float32
+				nn.PutFloat64(w[0:], metric.PSNR(a, b, 1))
+				nn.PutFloat64(w[nn.Float64Words:], metric.SSIM(a, b, 3, side, side))
+				toTeacher = append(toTeacher, w[:]...)
+			}
+		}
 		if e.paired {
 			for k, ex := range exs {
 				a, b := toUnit(outs[k], false), toUnit(ex.B, true)
@@ -365,7 +421,7 @@ func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) 
 		if e.inception != nil {
 			f, err := e.features(ftp, outs, false)
 			if err != nil {
-				return s, err
+				return s, nil, err
 			}
 			acts = append(acts, f...)
 		}
@@ -373,7 +429,7 @@ func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) 
 	if e.paired {
 		all, err := e.gather("eval paired scores", paired, pairedWords, n)
 		if err != nil {
-			return s, err
+			return s, nil, err
 		}
 		// Summed in image order, as one process sums them.
 		var psnr, ssim, l1 float64
@@ -385,19 +441,32 @@ func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) 
 		}
 		s.PSNR, s.SSIM, s.L1 = psnr/float64(n), ssim/float64(n), l1/float64(n)
 	}
+	if ref != nil {
+		all, err := e.gather("eval scores against the teacher", toTeacher, teacherWords, n)
+		if err != nil {
+			return s, nil, err
+		}
+		var psnr, ssim float64
+		for i := range n {
+			w := all[i*teacherWords:]
+			psnr += nn.Float64(w)
+			ssim += nn.Float64(w[nn.Float64Words:])
+		}
+		s.PSNRTeacher, s.SSIMTeacher = psnr/float64(n), ssim/float64(n)
+	}
 	if e.inception != nil {
 		all, err := e.gather("eval activations", acts, model.InceptionDim, n)
 		if err != nil {
-			return s, err
+			return s, nil, err
 		}
 		acts := widen(all)
 		st, err := metric.ComputeStats(acts, n, model.InceptionDim)
 		if err != nil {
-			return s, fmt.Errorf("eval: %w", err)
+			return s, nil, fmt.Errorf("eval: %w", err)
 		}
 		fid, warn, err := metric.FrechetDistance(*e.real, st)
 		if err != nil {
-			return s, fmt.Errorf("eval: FID: %w", err)
+			return s, nil, fmt.Errorf("eval: FID: %w", err)
 		}
 		s.FID, s.Warning = fid, warn
 		if e.realActs != nil {
@@ -409,7 +478,7 @@ func (e *Evaluator) score(ctx context.Context, g model.Network) (Scores, error) 
 			}
 		}
 	}
-	return s, nil
+	return s, kept, nil
 }
 
 // toUnit maps [−1,1] to [0,1] through uint8 as the evaluation does.

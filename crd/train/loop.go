@@ -578,12 +578,10 @@ func (lp *loop) toStudent() error {
 func (t *Trainer) logEval(res EvalResult) {
 	f := func(s Scores) []zap.Field {
 		var out []zap.Field
-		for _, kv := range []struct {
-			k string
-			v float64
-		}{{"fid", s.FID}, {"kid", s.KID}, {"psnr", s.PSNR}, {"ssim", s.SSIM}, {"l1", s.L1}} {
-			if !math.IsNaN(kv.v) {
-				out = append(out, zap.Float64(kv.k, kv.v))
+		m := s.Measured()
+		for _, k := range ScoreNames {
+			if v, ok := m[k]; ok && k != "kid_std" {
+				out = append(out, zap.Float64(k, v))
 			}
 		}
 		return out
