@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crdgo/crdgo/internal/zaplevel"
 	"github.com/crdgo/crdgo/natsd"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
@@ -53,12 +54,12 @@ func serverConfig(s Series) natsd.Config {
 
 // quiet keeps per-series notices (joined generation, server started) out of the
 // benchmark's output; failures still come back as errors.
-func quiet(log *zap.Logger) *zap.Logger { return log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)) }
+func quiet(log *zap.Logger) *zap.Logger { return zaplevel.AtLeast(log, zap.WarnLevel) }
 
 // silent is the servers' logger: at the end of a series the ranks' servers stop in
 // no particular order and the survivors log the routes they lose. A server's
 // trouble during the runs shows as an allreduce error (a lost chunk, a timeout).
-func silent(log *zap.Logger) *zap.Logger { return log.WithOptions(zap.IncreaseLevel(zap.DPanicLevel)) }
+func silent(log *zap.Logger) *zap.Logger { return zaplevel.AtLeast(log, zap.DPanicLevel) }
 
 // Run measures one series: it starts the parent's server and barrier, runs the
 // ranks as goroutines or, through spawn, as processes, and combines their times.

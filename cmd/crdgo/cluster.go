@@ -20,6 +20,7 @@ import (
 	"github.com/crdgo/crdgo/allreduce"
 	"github.com/crdgo/crdgo/coordinator"
 	"github.com/crdgo/crdgo/crd/train"
+	"github.com/crdgo/crdgo/internal/zaplevel"
 	"github.com/crdgo/crdgo/launch"
 	"github.com/crdgo/crdgo/natsd"
 )
@@ -64,7 +65,7 @@ of one replica) — and print it as a table, or as JSON with --json.`,
 				if cerr != nil {
 					return cerr
 				}
-				nc, cerr := natsd.Connect(ncfg, log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
+				nc, cerr := natsd.Connect(ncfg, zaplevel.AtLeast(log, zap.WarnLevel))
 				if cerr != nil {
 					return cerr
 				}

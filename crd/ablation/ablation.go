@@ -27,6 +27,7 @@ import (
 
 	"github.com/crdgo/crdgo/crd/tensor"
 	"github.com/crdgo/crdgo/crd/train"
+	"github.com/crdgo/crdgo/internal/zaplevel"
 	"github.com/crdgo/crdgo/runlock"
 )
 
@@ -234,7 +235,7 @@ func Execute(ctx context.Context, c Config, log *zap.Logger) ([]Outcome, error) 
 	}
 	tlog := c.TrainLog
 	if tlog == nil {
-		tlog = log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))
+		tlog = zaplevel.AtLeast(log, zap.WarnLevel)
 	}
 	log.Info("ablation", zap.String("recipe", c.Recipe.Name), zap.Strings("variants", c.Variants), zap.Int("seeds", c.Seeds),
 		zap.Int("runs", len(runs)), zap.Int("jobs", jobs), zap.Int("threads_per_run", per), zap.Int("max_steps", c.MaxSteps),
