@@ -70,11 +70,12 @@ bench: build
 	$(BIN) bench allreduce
 	$(BIN) bench storage
 
-# README's "Does CRD work? Ablations": every variant of demo and demo-cyclegan
-# (docs/crd.md §11) over ABL_SEEDS seeds, ABL_JOBS runs at a time, then the
+# README's "Does CRD work? Ablations": every variant of demo-ngf4 (the demo
+# with its narrow ngf 16 → 4 pair) and demo-cyclegan (docs/crd.md §11) over
+# ABL_SEEDS seeds, ABL_JOBS runs at a time, then the
 # report (runs/ablation/report.md, .json, psnr.png). Not part of make test.
 # Interrupted? Run it again: finished runs are skipped, the others resume.
-# The budgets, in steps of the online schedule: demo ABL_DEMO_STEPS (teacher
+# The budgets, in steps of the online schedule: demo-ngf4 ABL_DEMO_STEPS (teacher
 # and student each train every step); demo-cyclegan ABL_CYCLE_STEPS (its first
 # 2 teacher epochs, 800 steps, then 400 steps of their student round).
 ABL_OUT          ?= runs/ablation
@@ -85,11 +86,11 @@ ABL_DEMO_EVAL    ?= 100
 ABL_CYCLE_STEPS  ?= 1200
 ABL_CYCLE_EVAL   ?= 200
 ablation: build
-	$(BIN) ablate --recipe demo --seeds $(ABL_SEEDS) --jobs $(ABL_JOBS) --max-steps $(ABL_DEMO_STEPS) \
-		--eval-every $(ABL_DEMO_EVAL) --data-root data --out $(ABL_OUT)/demo
+	$(BIN) ablate --recipe demo-ngf4 --seeds $(ABL_SEEDS) --jobs $(ABL_JOBS) --max-steps $(ABL_DEMO_STEPS) \
+		--eval-every $(ABL_DEMO_EVAL) --data-root data --out $(ABL_OUT)/demo-ngf4
 	$(BIN) ablate --recipe demo-cyclegan --seeds $(ABL_SEEDS) --jobs $(ABL_JOBS) --max-steps $(ABL_CYCLE_STEPS) \
 		--eval-every $(ABL_CYCLE_EVAL) --data-root data --out $(ABL_OUT)/demo-cyclegan
-	$(BIN) report $(ABL_OUT)/demo $(ABL_OUT)/demo-cyclegan --json $(ABL_OUT)/report.json \
+	$(BIN) report $(ABL_OUT)/demo-ngf4 $(ABL_OUT)/demo-cyclegan --json $(ABL_OUT)/report.json \
 		--plot $(ABL_OUT)/psnr.png > $(ABL_OUT)/report.md.tmp
 	mv $(ABL_OUT)/report.md.tmp $(ABL_OUT)/report.md
 	cat $(ABL_OUT)/report.md

@@ -40,7 +40,9 @@ var (
 	dataErr  error
 )
 
-// demoData is the demo recipe's dataset, generated once for every test.
+// demoData is the dataset of the demo recipes (edges2shapes), generated once
+// for every test. The tests train demo-ngf4, the demo with its narrow (fast)
+// pair: they test the system, not the showcase.
 func demoData(t *testing.T) string {
 	t.Helper()
 	root := filepath.Join(tmp, "data")
@@ -215,7 +217,7 @@ func TestClusterUp(t *testing.T) {
 		steps, every, checks = 24, 10, 5
 	}
 	data, work := demoData(t), t.TempDir()
-	common := []string{"--recipe", "demo", "--data-root", data, "--max-steps", fmt.Sprint(steps), "--checkpoint-every", fmt.Sprint(every),
+	common := []string{"--recipe", "demo-ngf4", "--data-root", data, "--max-steps", fmt.Sprint(steps), "--checkpoint-every", fmt.Sprint(every),
 		"--ring-timeout", "2m", "--log-every", "1000", "--sample-every", "1000"}
 
 	// The reference: the same job in one process, three workers over NATS.
@@ -390,17 +392,17 @@ func TestNodeRefused(t *testing.T) {
 	})
 	var c1, c2 output
 	child(t, &c1, append([]string{"coordinator", "--id", "c0", "--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]), "--raft-dir", filepath.Join(work, "r1"),
-		"--http", "", "--job", "versioned", "--recipe", "demo", "--data-root", data, "--max-steps", "5", "--crdgo-version", "v0.0.0-other"}, creds...)...)
+		"--http", "", "--job", "versioned", "--recipe", "demo-ngf4", "--data-root", data, "--max-steps", "5", "--crdgo-version", "v0.0.0-other"}, creds...)...)
 	child(t, &c2, append([]string{"coordinator", "--id", "c0", "--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--raft-dir", filepath.Join(work, "r2"),
-		"--http", "", "--job", "hashed", "--recipe", "demo", "--max-steps", "5", "--dataset-hash", strings.Repeat("ab", 32)}, creds...)...)
+		"--http", "", "--job", "hashed", "--recipe", "demo-ngf4", "--max-steps", "5", "--dataset-hash", strings.Repeat("ab", 32)}, creds...)...)
 
-	alt := filepath.Join(work, "demo-alt.yaml")
-	yaml, err := os.ReadFile(filepath.Join("..", "crd", "train", "recipes", "demo.yaml"))
+	alt := filepath.Join(work, "demo-ngf4-alt.yaml")
+	yaml, err := os.ReadFile(filepath.Join("..", "crd", "train", "recipes", "demo-ngf4.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Contains(yaml, []byte("lambda_recon: 100")) {
-		t.Fatal("demo.yaml has no lambda_recon: 100 to change")
+		t.Fatal("demo-ngf4.yaml has no lambda_recon: 100 to change")
 	}
 	if err := os.WriteFile(alt, bytes.Replace(yaml, []byte("lambda_recon: 100"), []byte("lambda_recon: 99"), 1), 0o644); err != nil {
 		t.Fatal(err)
@@ -434,7 +436,7 @@ func TestNodeRefused(t *testing.T) {
 func TestClusterUpInterrupt(t *testing.T) {
 	data, out := demoData(t), filepath.Join(t.TempDir(), "run")
 	var upOut output
-	up := child(t, &upOut, "cluster", "up", "--coordinators", "3", "--nodes", "2", "--out", out, "--recipe", "demo", "--data-root", data,
+	up := child(t, &upOut, "cluster", "up", "--coordinators", "3", "--nodes", "2", "--out", out, "--recipe", "demo-ngf4", "--data-root", data,
 		"--max-steps", "100000", "--checkpoint-every", "100000", "--threads", "1", "--ring-timeout", "1m")
 	var info Info
 	waitFor(t, 2*time.Minute, "cluster.json", func() (bool, error) {
@@ -511,7 +513,7 @@ func clusterUpNodeLost(t *testing.T, lost int) {
 	}
 	data, out := demoData(t), filepath.Join(t.TempDir(), "run")
 	var upOut output
-	up := child(t, &upOut, "cluster", "up", "--coordinators", "3", "--nodes", "3", "--out", out, "--recipe", "demo", "--data-root", data,
+	up := child(t, &upOut, "cluster", "up", "--coordinators", "3", "--nodes", "3", "--out", out, "--recipe", "demo-ngf4", "--data-root", data,
 		"--max-steps", fmt.Sprint(steps), "--checkpoint-every", "10", "--checksum-every", "5", "--threads", "1",
 		"--ring-timeout", "2m", "--node-timeout", "4s", "--log-every", "1000", "--sample-every", "1000")
 	var info Info
@@ -591,7 +593,7 @@ func clusterUpNodeLost(t *testing.T, lost int) {
 // 2 nodes ends done, with status.json, one log per child, and no child left.
 func TestRunInProcess(t *testing.T) {
 	data, out := demoData(t), filepath.Join(t.TempDir(), "run")
-	cfg := Config{Binary: crdgoBin, Out: out, Coordinators: 1, Nodes: 2, Recipe: "demo", DataRoot: data, MaxSteps: 6, CheckpointEvery: 3,
+	cfg := Config{Binary: crdgoBin, Out: out, Coordinators: 1, Nodes: 2, Recipe: "demo-ngf4", DataRoot: data, MaxSteps: 6, CheckpointEvery: 3,
 		ChecksumEvery: 2, NodeArgs: []string{"--threads", "1", "--ring-timeout", "1m", "--sample-every", "3"}}
 	var w output
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -85,6 +85,12 @@ func TestTrainEvalTranslate(t *testing.T) {
 	if ev.Recipe != "tiny" || ev.Eval.Images != 4 || ev.Eval.Student["psnr"] <= 0 || ev.Eval.Teacher["ssim"] == 0 {
 		t.Errorf("eval = %+v; want PSNR/SSIM of teacher and student on 4 images", ev)
 	}
+	if _, ok := ev.Eval.Teacher["psnr_teacher"]; ok || ev.Eval.Student["psnr_teacher"] <= 0 || ev.Eval.Student["ssim_teacher"] == 0 {
+		t.Errorf("eval = %+v; want the student's PSNR/SSIM against the teacher, and the teacher without", ev)
+	}
+	if table := runCLI(t, "eval", "--checkpoint", out, "--data-root", data); !strings.Contains(table, "PSNR to teacher dB") {
+		t.Errorf("eval printed %q; want a PSNR to teacher column", table)
+	}
 
 	in := filepath.Join(data, "tinyshapes", "val")
 	ents, err := os.ReadDir(in)
