@@ -98,7 +98,7 @@ func TestRecipeRejectsBadVariantFields(t *testing.T) {
 }
 
 func TestDiffRecipes(t *testing.T) {
-	a, err := LoadRecipe("demo")
+	a, err := LoadRecipe("demo-ngf4")
 	if err != nil {
 		t.Fatal(err)
 	}
