@@ -412,8 +412,8 @@ func TestNodeRefused(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"version", append([]string{"--job", "versioned"}, creds...), "crdgo_version differs"},
-		{"dataset", append([]string{"--job", "hashed"}, creds...), "dataset_hash differs"},
+		{"version", append([]string{"--job", "versioned", "--recipe", "demo-ngf4"}, creds...), "crdgo_version differs"},
+		{"dataset", append([]string{"--job", "hashed", "--recipe", "demo-ngf4"}, creds...), "dataset_hash differs"},
 		{"recipe", append([]string{"--job", "hashed", "--recipe", alt}, creds...), "recipe_hash differs"},
 		{"no credentials", []string{"--job", "hashed", "--nats", url}, "the server requires credentials"},
 		{"wrong password", []string{"--job", "hashed", "--nats", url, "--nats-user", "crd", "--nats-password", "guess"}, "refused these credentials"},
@@ -601,7 +601,7 @@ func TestRunInProcess(t *testing.T) {
 	if err := Run(ctx, cfg, &w, zap.NewNop()); err != nil {
 		t.Fatalf("Run: %v\n%s", err, w.String())
 	}
-	if !strings.Contains(w.String(), "live page:  http://127.0.0.1:") || !strings.Contains(w.String(), "job demo done") {
+	if !strings.Contains(w.String(), "live page:  http://127.0.0.1:") || !strings.Contains(w.String(), "job demo-ngf4 done") {
 		t.Errorf("Run printed:\n%s\nwant the live page and the job done", w.String())
 	}
 	b, err := os.ReadFile(filepath.Join(out, StatusFile))
