@@ -297,11 +297,12 @@ func progressLine(o Outcome, done, total int) string {
 	}
 	s := fmt.Sprintf("%s %d steps in %s", head, o.Summary.Steps, o.Took.Round(time.Second))
 	if e := o.Summary.Eval; e != nil {
-		sc := e.Student
+		sc, who := e.Student, "student"
 		if o.Run.Recipe.SubjectGenerator() == train.TeacherGenerator {
-			sc = e.Teacher
+			// VariantAlone trains the student's network in the teacher's slot.
+			sc, who = e.Teacher, "student network (alone)"
 		}
-		s += fmt.Sprintf("; %s PSNR %.2f dB, SSIM %.3f", o.Run.Recipe.SubjectGenerator(), sc.PSNR, sc.SSIM)
+		s += fmt.Sprintf("; %s PSNR %.2f dB, SSIM %.3f", who, sc.PSNR, sc.SSIM)
 	}
 	return s
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 
@@ -450,6 +451,35 @@ func TestReadMetricsOfflineTeacherPhase(t *testing.T) {
 		}
 		if rd.TeacherPhase != c.want || len(rd.Points) != 1 || len(rd.TeacherPoints) != 1 {
 			t.Errorf("distill %s: teacher phase %d, points %+v, teacher points %+v; want %d and one each", c.r.Schedule.DistillMode(), rd.TeacherPhase, rd.Points, rd.TeacherPoints, c.want)
+		}
+	}
+}
+
+// TestProgressLine: the line a finished run prints names whose score it is —
+// the student's, or for "alone" the student's network trained in the
+// teacher's slot — never "teacher" for a run that has no teacher.
+func TestProgressLine(t *testing.T) {
+	r := tinyRecipe(t, "demo-ngf4")
+	alone, err := train.ApplyVariant(r, train.VariantAlone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eval := &train.EvalResult{Teacher: train.Scores{PSNR: 18.5, SSIM: 0.74}, Student: train.Scores{PSNR: 17.25, SSIM: 0.70}}
+	for _, tc := range []struct {
+		o    Outcome
+		want string
+	}{
+		{Outcome{Run: Run{Variant: "crd", Seed: 2, Recipe: r}, Summary: train.Summary{Steps: 300, Eval: eval}, Took: 90 * time.Second},
+			"ablate: [3/15] crd/seed-2: 300 steps in 1m30s; student PSNR 17.25 dB, SSIM 0.700"},
+		{Outcome{Run: Run{Variant: "alone", Seed: 1, Recipe: alone}, Summary: train.Summary{Steps: 300, Eval: eval}, Took: time.Minute},
+			"ablate: [3/15] alone/seed-1: 300 steps in 1m0s; student network (alone) PSNR 18.50 dB, SSIM 0.740"},
+		{Outcome{Run: Run{Variant: "crd", Seed: 1, Recipe: r}, Skipped: true},
+			"ablate: [3/15] crd/seed-1: finished before, skipped"},
+		{Outcome{Run: Run{Variant: "crd", Seed: 1, Recipe: r}, Err: fmt.Errorf("boom"), Took: time.Second},
+			"ablate: [3/15] crd/seed-1: failed after 1s: boom"},
+	} {
+		if got := progressLine(tc.o, 3, 15); got != tc.want {
+			t.Errorf("progressLine:\n got %q\nwant %q", got, tc.want)
 		}
 	}
 }
